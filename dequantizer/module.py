@@ -1,0 +1,269 @@
+"""The LightningModule: the paper's GAN training with manual optimization, and the PSNR/SSIM evaluation.
+
+Per training batch: one generator forward; a discriminator step on the detached restored images; then a generator step
+with the discriminator frozen (toggled optimizer). With an adversarial weight of 0 (pixel pre-training), the
+discriminator is neither run nor trained.
+
+Images travel as uint8 from the DataModule; the networks see [-1, 1] (the paper's tanh range); losses and metrics see
+[0, 1] RGB, metrics after clamping.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torchvision
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torchmetrics import MeanMetric
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from dequantizer.errors import DequantizerError
+from dequantizer.losses import GeneratorLoss, discriminator_loss
+
+log = logging.getLogger(__name__)
+
+METRICS = ("psnr", "ssim", "psnr_jpeg", "ssim_jpeg")
+
+
+def plain(config: Any) -> Any:
+    """OmegaConf -> plain Python containers, so checkpoints load with ``torch.load(weights_only=True)``."""
+    return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else config
+
+
+def to_model_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1], channels_last (what the convolutions run fastest on)."""
+    return (images.float() / 127.5 - 1.0).contiguous(memory_format=torch.channels_last)
+
+
+def to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] network output -> [0, 1]."""
+    return (images.float() + 1.0) / 2.0
+
+
+def image_metrics(restored: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image PSNR and SSIM on clamped [0, 1] RGB (shape (N,) each)."""
+    restored, target = restored.float().clamp(0, 1), target.float().clamp(0, 1)
+    psnr = peak_signal_noise_ratio(restored, target, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    ssim = structural_similarity_index_measure(restored, target, data_range=1.0, reduction="none")
+    return psnr, ssim
+
+
+class DequantizerGAN(L.LightningModule):
+    """GAN training of the generator against the discriminator.
+
+    Args are Hydra configs (``_target_`` mappings) so that checkpoints record how to rebuild the networks:
+        generator, discriminator: the networks (``dequantizer.models``).
+        loss: the generator's loss (``dequantizer.losses.GeneratorLoss``).
+        optimizer_g, optimizer_d: optimizers, instantiated with ``params=``.
+        scheduler: optional LR scheduler for both optimizers, stepped by hand once per epoch.
+        clip_gradients: max gradient norm for both networks, or None.
+        ema_decay: keep an exponential moving average of the generator (used for validation and export), or None.
+        init_from: a checkpoint (.ckpt) or generator weights (.safetensors) to start from, e.g. the paper's Phi
+            starting from Gimel. Ignored when resuming, since the resumed checkpoint holds newer weights.
+        compile: ``torch.compile`` the generator and discriminator.
+    """
+
+    def __init__(
+        self,
+        generator: Mapping,
+        discriminator: Mapping,
+        loss: Mapping,
+        optimizer_g: Mapping,
+        optimizer_d: Mapping,
+        scheduler: Mapping | None = None,
+        clip_gradients: float | None = None,
+        ema_decay: float | None = None,
+        init_from: str | None = None,
+        compile: bool = False,
+        num_logged_images: int = 4,
+    ):
+        super().__init__()
+        hparams = dict(
+            generator=generator, discriminator=discriminator, loss=loss, optimizer_g=optimizer_g,
+            optimizer_d=optimizer_d, scheduler=scheduler, clip_gradients=clip_gradients, ema_decay=ema_decay,
+            init_from=init_from, compile=compile, num_logged_images=num_logged_images,
+        )  # fmt: skip
+        self.save_hyperparameters({name: plain(value) for name, value in hparams.items()}, logger=False)
+        self.automatic_optimization = False
+        self.generator: nn.Module = instantiate(self.hparams.generator)
+        self.discriminator: nn.Module = instantiate(self.hparams.discriminator)
+        self.loss: GeneratorLoss = instantiate(self.hparams.loss)
+        self.ema = (
+            AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            if ema_decay
+            else None
+        )
+        self.metrics = nn.ModuleDict({name: MeanMetric() for name in METRICS})
+        self.example_grid: torch.Tensor | None = None  # JPEG | restored | original, from the last evaluation
+        self.skipped_steps = 0
+
+    @property
+    def restoring_generator(self) -> nn.Module:
+        """The generator used for evaluation and export: the EMA copy when there is one."""
+        return self.ema.module if self.ema is not None else self.generator
+
+    # -- setup ---------------------------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        # Runs before Lightning restores a resumed checkpoint, so init_from never overrides resumed weights.
+        if stage == "fit" and self.hparams.init_from:
+            self.load_initial_weights(self.hparams.init_from)
+        self.to(memory_format=torch.channels_last)
+        if self.hparams.compile:
+            self.generator.compile()
+            self.discriminator.compile()
+
+    def load_initial_weights(self, path: str) -> None:
+        from dequantizer.weights import load_generator_state, read_checkpoint
+
+        file = Path(path)
+        if not file.is_file():
+            raise DequantizerError(
+                f"model.init_from={path} does not exist: train that experiment first, or set model.init_from=null"
+            )
+        try:
+            if file.suffix == ".safetensors":
+                self.generator.load_state_dict(load_generator_state(file))
+            else:
+                state = read_checkpoint(file)["state_dict"]
+                for name in ("generator", "discriminator"):
+                    part = {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + ".")}
+                    if part:
+                        getattr(self, name).load_state_dict(part)
+        except RuntimeError as error:
+            raise DequantizerError(
+                f"model.init_from={path} holds a different architecture: {str(error).splitlines()[0]}"
+            ) from None
+        if self.ema is not None:
+            self.ema.module.load_state_dict(self.generator.state_dict())
+        log.info("initialised weights from %s", path)
+
+    def configure_optimizers(self):
+        opt_g = instantiate(self.hparams.optimizer_g, params=self.generator.parameters())
+        opt_d = instantiate(self.hparams.optimizer_d, params=self.discriminator.parameters())
+        if not self.hparams.scheduler:
+            return [opt_g, opt_d]
+        schedulers = [instantiate(self.hparams.scheduler, optimizer=opt) for opt in (opt_g, opt_d)]
+        return [opt_g, opt_d], schedulers
+
+    # -- training ------------------------------------------------------------------------------------------------------
+    def _step(self, optimizer, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.hparams.clip_gradients:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.clip_gradients,
+                                gradient_clip_algorithm="norm")
+        optimizer.step()
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        jpeg, target, _ = batch
+        inputs, real = to_model_range(jpeg), to_model_range(target)
+        opt_g, opt_d = self.optimizers()
+        restored = self.generator(inputs)  # the one generator forward of this batch
+        logs: dict[str, torch.Tensor] = {}
+
+        fake_logits = None
+        if self.loss.uses_discriminator:
+            with self.toggled_optimizer(opt_d):
+                real_logits = self.discriminator(real)
+                detached_logits = self.discriminator(restored.detach())
+                loss_d = discriminator_loss(real_logits, detached_logits)
+                if torch.isfinite(loss_d):
+                    self._step(opt_d, loss_d)
+            logs |= {
+                "train/loss_d": loss_d,
+                "train/d_real_prob": torch.sigmoid(real_logits.float()).mean(),
+                "train/d_fake_prob": torch.sigmoid(detached_logits.float()).mean(),
+            }
+
+        with self.toggled_optimizer(opt_g):
+            if self.loss.uses_discriminator:
+                fake_logits = self.discriminator(restored)
+            terms = self.loss(to_unit_range(restored), to_unit_range(real), fake_logits)
+            if torch.isfinite(terms["total"]):
+                self._step(opt_g, terms["total"])
+            else:
+                self.skipped_steps += 1
+                log.warning("non-finite generator loss at step %d: step skipped", self.global_step)
+        if self.ema is not None:
+            self.ema.update_parameters(self.generator)
+        logs |= {f"train/loss_{name}" if name != "total" else "train/loss_g": value for name, value in terms.items()}
+        self.log_dict({name: value.detach().float() for name, value in logs.items()}, prog_bar=False)
+        self.log("train/loss", terms["total"].detach().float(), prog_bar=True)
+
+    def on_train_epoch_end(self) -> None:
+        opt_g, opt_d = self.optimizers()
+        self.log_dict({"train/lr_g": opt_g.param_groups[0]["lr"], "train/lr_d": opt_d.param_groups[0]["lr"]})
+        schedulers = self.lr_schedulers()
+        if schedulers:
+            scheduler_g, scheduler_d = schedulers
+            scheduler_g.step()
+            if self.loss.uses_discriminator:  # D is not trained (or stepped) in pixel-only runs
+                scheduler_d.step()
+
+    # -- evaluation ----------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def restore(self, jpeg: torch.Tensor) -> torch.Tensor:
+        """uint8 JPEG batch -> restored float [0, 1] batch (clamped)."""
+        return to_unit_range(self.restoring_generator(to_model_range(jpeg))).clamp(0, 1)
+
+    def _evaluate(self, batch, batch_idx: int) -> None:
+        jpeg, target, _ = batch
+        restored = self.restore(jpeg)
+        jpeg01, target01 = jpeg.float() / 255, target.float() / 255
+        psnr, ssim = image_metrics(restored, target01)
+        psnr_jpeg, ssim_jpeg = image_metrics(jpeg01, target01)
+        for name, values in zip(METRICS, (psnr, ssim, psnr_jpeg, ssim_jpeg)):
+            self.metrics[name].update(values)
+        if batch_idx == 0:
+            count = self.hparams.num_logged_images
+            rows = torch.stack([jpeg01[:count], restored[:count], target01[:count]], dim=1).flatten(0, 1)
+            self.example_grid = torchvision.utils.make_grid(rows.cpu(), nrow=3, padding=2, pad_value=1.0)
+
+    def _log_evaluation(self, stage: str) -> dict[str, float]:
+        values = {name: float(metric.compute()) for name, metric in self.metrics.items()}
+        for metric in self.metrics.values():
+            metric.reset()
+        values["psnr_gain"] = values["psnr"] - values["psnr_jpeg"]
+        self.log_dict({f"{stage}/{name}": value for name, value in values.items() if name != "psnr"})
+        self.log(f"{stage}/psnr", values["psnr"], prog_bar=True)
+        return values
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_evaluation("val")
+        if self.example_grid is not None and not self.trainer.sanity_checking:
+            log_image_grid(self.trainer, self.example_grid, "val/examples", self.current_epoch)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_results = self._log_evaluation("test")
+
+
+def log_image_grid(trainer: L.Trainer, grid: torch.Tensor, key: str, epoch: int) -> None:
+    """Send the JPEG | restored | original grid to every logger: W&B and TensorBoard natively, others as PNG files."""
+    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+    if trainer.global_rank != 0:
+        return
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[grid], caption=["JPEG | restored | original"], step=trainer.global_step)
+        elif isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(key, grid, trainer.global_step)
+        elif logger.log_dir:
+            from dequantizer.data.images import save_image_atomic
+
+            image = torchvision.transforms.functional.to_pil_image(grid)
+            save_image_atomic(image, Path(logger.log_dir) / "images" / f"val_epoch{epoch:03d}.png")

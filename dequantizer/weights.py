@@ -1,0 +1,53 @@
+"""Loading and saving weights without unpickling code: safetensors for generators, ``weights_only`` for checkpoints."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from dequantizer.errors import DequantizerError
+from dequantizer.files import atomic_write
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A Lightning checkpoint as plain tensors and containers; a checkpoint that needs code to unpickle is refused."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
+        raise DequantizerError(
+            f"cannot load {path} safely: {str(error).splitlines()[0]} (only plain-weights checkpoints are accepted)"
+        ) from None
+
+
+def generator_state_from_checkpoint(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The generator's weights from a checkpoint's state dict: the EMA copy when the run kept one."""
+    state = checkpoint["state_dict"]
+    prefix = "ema.module." if any(key.startswith("ema.module.") for key in state) else "generator."
+    return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+
+
+def save_generator(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, Any]) -> Path:
+    """Generator weights as safetensors; ``metadata`` (architecture config, training facts) stored as JSON strings."""
+    tensors = {key: value.detach().contiguous().cpu() for key, value in state.items()}
+    text = {key: json.dumps(value) for key, value in metadata.items()}
+    return atomic_write(path, save(tensors, metadata=text))
+
+
+def load_generator_state(path: str | Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise DequantizerError(f"cannot read weights {path}: {error}") from None
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as file:
+        return {key: json.loads(value) for key, value in (file.metadata() or {}).items()}

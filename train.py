@@ -1,0 +1,112 @@
+"""Train a dequantizer: `python train.py experiment=beta` (see README for the rest).
+
+compose config -> build data, model, callbacks, loggers, trainer -> fit (resuming from the run's last.ckpt) ->
+evaluate the best checkpoint -> print JPEG vs restored table. Returns best val PSNR for Hydra sweepers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("DEQUANTIZER_ROOT", str(Path(__file__).resolve().parent))
+
+import hydra  # noqa: E402
+import lightning as L  # noqa: E402
+import torch  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+import dequantizer.config  # noqa: E402,F401  (registers the config resolvers)
+from dequantizer.errors import DequantizerError  # noqa: E402
+
+log = logging.getLogger("dequantizer")
+
+
+def resume_checkpoint(cfg: DictConfig) -> str | None:
+    """The checkpoint to resume from: ``ckpt_path``, else the run's last.ckpt when ``resume`` is on."""
+    if cfg.ckpt_path:
+        if not Path(cfg.ckpt_path).is_file():
+            raise DequantizerError(f"ckpt_path={cfg.ckpt_path} does not exist")
+        return str(cfg.ckpt_path)
+    checkpoint_dir = Path(cfg.paths.checkpoint_dir)
+    last = checkpoint_dir / "last.ckpt"
+    if cfg.resume and last.is_file():
+        log.info("resuming from %s (resume=false to start over)", last)
+        return str(last)
+    if not cfg.resume and checkpoint_dir.is_dir():
+        # Starting over: keep the old checkpoints, out of the way.
+        aside = checkpoint_dir.with_name(f"checkpoints-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.move(checkpoint_dir, aside)
+        log.info("resume=false: moved the previous checkpoints to %s", aside)
+        (Path(cfg.paths.run_dir) / "wandb_run_id").unlink(missing_ok=True)
+    return None
+
+
+def print_summary(results: dict[str, float], image_path: Path | None, best_checkpoint: str) -> None:
+    rows = [
+        ("JPEG input", results["psnr_jpeg"], results["ssim_jpeg"]),
+        ("restored", results["psnr"], results["ssim"]),
+    ]
+    lines = [f"{'held-out crops':<16}{'PSNR (dB)':>11}{'SSIM':>9}"]
+    lines += [f"{name:<16}{psnr:>11.3f}{ssim:>9.4f}" for name, psnr, ssim in rows]
+    lines.append(
+        f"{'gain':<16}{results['psnr'] - results['psnr_jpeg']:>+11.3f}{results['ssim'] - results['ssim_jpeg']:>+9.4f}"
+    )
+    if image_path:
+        lines.append(f"comparison image (JPEG | restored | original): {image_path}")
+    if best_checkpoint:
+        lines.append(f"best checkpoint: {best_checkpoint}")
+    print("\n" + "\n".join(lines), flush=True)
+
+
+def train(cfg: DictConfig) -> float | None:
+    L.seed_everything(cfg.seed, workers=True)
+    torch.set_float32_matmul_precision("high")
+    ckpt_path = resume_checkpoint(cfg)
+
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model, loss=cfg.loss)
+    callbacks = [instantiate(callback) for callback in (cfg.get("callbacks") or {}).values()]
+    loggers = [instantiate(logger) for logger in (cfg.get("logger") or {}).values()]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        # The composed config; secrets are never in it (API keys are read from the environment in code).
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    best_checkpoint = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    best_score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
+
+    if cfg.test:
+        trainer.test(model, datamodule=datamodule, ckpt_path=best_checkpoint or None, weights_only=True)
+        image_path = None
+        if model.example_grid is not None and trainer.is_global_zero:
+            from torchvision.transforms.functional import to_pil_image
+
+            from dequantizer.data.images import save_image_atomic
+
+            image_path = save_image_atomic(to_pil_image(model.example_grid), Path(cfg.paths.output_dir) / "comparison.png")
+        if trainer.is_global_zero:
+            print_summary(model.test_results, image_path, best_checkpoint)
+    for logger in loggers:
+        if hasattr(logger.experiment, "finish"):
+            logger.experiment.finish()  # one W&B run per multirun job
+    return float(best_score) if best_score is not None else None
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        return train(cfg)
+    except DequantizerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
