@@ -49,10 +49,14 @@ def to_unit_range(images: torch.Tensor) -> torch.Tensor:
 
 
 def image_metrics(restored: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image PSNR and SSIM on clamped [0, 1] RGB (shape (N,) each)."""
-    restored, target = restored.float().clamp(0, 1), target.float().clamp(0, 1)
-    psnr = peak_signal_noise_ratio(restored, target, data_range=1.0, reduction="none", dim=(1, 2, 3))
-    ssim = structural_similarity_index_measure(restored, target, data_range=1.0, reduction="none")
+    """Per-image PSNR and SSIM on clamped [0, 1] RGB (shape (N,) each), always in fp32.
+
+    SSIM's variance terms (E[x^2] - E[x]^2) fall apart in bf16, so autocast is switched off here.
+    """
+    with torch.autocast(restored.device.type, enabled=False):
+        restored, target = restored.float().clamp(0, 1), target.float().clamp(0, 1)
+        psnr = peak_signal_noise_ratio(restored, target, data_range=1.0, reduction="none", dim=(1, 2, 3))
+        ssim = structural_similarity_index_measure(restored, target, data_range=1.0, reduction="none")
     return psnr, ssim
 
 

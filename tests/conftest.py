@@ -1,0 +1,61 @@
+"""Shared fixtures: composed configs, the built-in photos exported once, and a train.py runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import open_dict
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+
+import dequantizer.config  # noqa: F401  (registers resolvers)
+from dequantizer.data import SamplePhotos
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted(path.stem for path in (ROOT / "conf" / "experiment").glob("*.yaml"))
+# Small and fast: random-weight VGG, tiny crops, a few steps, no W&B.
+FAST = [
+    "loss.content.pretrained=false",
+    "data.num_workers=0",
+    "data.crop_size=32",
+    "data.batch_size=4",
+    "data.samples_per_epoch=8",
+    "data.val_crops_per_photo=1",
+    "logger=none",
+]
+
+
+def compose_config(overrides: list[str], root: Path):
+    """The config train.py would see, with Hydra's runtime values set (run dirs, override_dirname)."""
+    os.environ["DEQUANTIZER_ROOT"] = str(root)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(root / "outputs" / "compose-test")
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def samples_dir(tmp_path_factory) -> Path:
+    """scikit-image's photos exported once for the whole session."""
+    root = tmp_path_factory.mktemp("data") / "samples"
+    SamplePhotos(root).photo_paths()
+    return root
+
+
+def run_train(root: Path, *overrides: str, samples: Path | None = None, multirun: bool = False, env=None,
+              timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run train.py as a user would, with all outputs under ``root``."""
+    command = [sys.executable, str(ROOT / "train.py")] + (["-m"] if multirun else []) + list(overrides)
+    if samples is not None and not (root / "data" / "samples").exists():
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        (root / "data" / "samples").symlink_to(samples)
+    environment = {**os.environ, "DEQUANTIZER_ROOT": str(root), "WANDB_MODE": "offline", **(env or {})}
+    return subprocess.run(command, cwd=root, env=environment, capture_output=True, text=True, timeout=timeout)

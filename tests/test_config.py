@@ -1,0 +1,64 @@
+import subprocess
+import sys
+
+import lightning as L
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from conftest import EXPERIMENTS, ROOT, compose_config
+from dequantizer.data import FlickrPhotos, JpegDataModule
+from dequantizer.module import DequantizerGAN
+
+
+def test_the_paper_experiments_exist():
+    assert {"alef", "beta", "gimel", "phi"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_instantiates(experiment, tmp_path):
+    cfg = compose_config([f"experiment={experiment}", "loss.content.pretrained=false", "logger=csv"], tmp_path)
+    assert cfg.experiment_name == experiment and cfg.run_name == f"{experiment}-loss.content.pretrained=false"
+    for key in ("data.quality", "data.batch_size", "data.crop_size", "model.generator.num_residual_blocks",
+                "model.generator.num_upsample_blocks", "loss.content.pretrained", "ckpt_path", "seed"):
+        OmegaConf.select(cfg, key, throw_on_missing=True)
+    assert isinstance(instantiate(cfg.data), JpegDataModule)
+    model = instantiate(cfg.model, loss=cfg.loss)
+    assert isinstance(model, DequantizerGAN)
+    callbacks = [instantiate(callback) for callback in cfg.callbacks.values()]
+    loggers = [instantiate(logger) for logger in cfg.logger.values()]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    assert isinstance(trainer, L.Trainer)
+    assert trainer.checkpoint_callback.dirpath == str(tmp_path / "outputs" / cfg.run_name / "checkpoints")
+
+
+@pytest.mark.parametrize(
+    "experiment, quality, blocks",
+    [("alef", 1, 5), ("beta", 50, 5), ("gimel", 1, 10), ("phi", 50, 10)],
+)
+def test_paper_recipes(experiment, quality, blocks, tmp_path):
+    cfg = compose_config([f"experiment={experiment}"], tmp_path)
+    assert cfg.data.quality == quality and cfg.model.generator.num_residual_blocks == blocks
+    assert cfg.data.batch_size == 16 and cfg.data.crop_size == 96 and cfg.trainer.max_epochs == 50
+    assert cfg.model.generator.num_upsample_blocks == 0 and not cfg.model.generator.image_residual
+    assert cfg.model.optimizer_g.lr == 1e-4 and list(cfg.model.optimizer_g.betas) == [0.9, 0.999]
+    assert cfg.loss.content.weight == 1 and cfg.loss.adversarial.weight == 1e-3 and cfg.loss.content.layer == 35
+    assert cfg.data.source._target_ == f"{FlickrPhotos.__module__.rsplit('.', 1)[0]}.FlickrPhotos"
+    if experiment == "phi":
+        assert cfg.model.init_from == str(tmp_path / "outputs" / "gimel" / "checkpoints" / "best.ckpt")
+
+
+def test_command_line_overrides_name_the_run(tmp_path):
+    cfg = compose_config(["experiment=beta", "data=samples", "trainer.max_epochs=3", "logger=none"], tmp_path)
+    assert cfg.run_name == "beta-data=samples"  # max_epochs and logger do not change what is trained
+    assert cfg.data.source._target_.endswith("SamplePhotos") and cfg.data.quality == 50
+
+
+def test_cfg_job_prints_the_composed_config(tmp_path):
+    for experiment in ("alef", "beta", "gimel", "phi"):
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "train.py"), f"experiment={experiment}", "--cfg", "job", "--resolve"],
+            capture_output=True, text=True, cwd=tmp_path, env={"DEQUANTIZER_ROOT": str(tmp_path), "PATH": ""},
+        )
+        assert result.returncode == 0, result.stderr
+        assert f"experiment_name: {experiment}" in result.stdout
