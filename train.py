@@ -103,8 +103,14 @@ def train(cfg: DictConfig) -> float | None:
 def main(cfg: DictConfig) -> float | None:
     try:
         return train(cfg)
-    except DequantizerError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:
+        # Hydra's instantiate wraps our errors: find the user-facing one in the chain, else it is a bug.
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, DequantizerError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
         sys.exit(2)
 
 

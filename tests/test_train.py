@@ -1,0 +1,103 @@
+"""train.py end to end, as a user runs it: overfit, resume, multirun, errors, secrets."""
+
+import csv
+
+import pytest
+import torch
+
+from conftest import FAST, run_train
+
+QUICK = ["experiment=quick", *FAST]
+
+
+def read_checkpoint(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_overfit_rises_above_the_jpeg_input(tmp_path, samples_dir):
+    result = run_train(tmp_path, "experiment=quick", "debug=overfit", "data.crop_size=32", "data.batch_size=8", "data.quality=10",
+                       samples=samples_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [row for path in tmp_path.glob("outputs/*/runs/*/csv/version_0/metrics.csv")
+            for row in csv.DictReader(path.open()) if row.get("val/psnr")]
+    psnr = [float(row["val/psnr"]) for row in rows]
+    jpeg = float(rows[0]["val/psnr_jpeg"])
+    assert len(psnr) == 30
+    assert psnr[-1] > psnr[0] and psnr[-1] > jpeg + 0.1, (psnr, jpeg)
+    assert "JPEG input" in result.stdout and "comparison image" in result.stdout
+    assert list(tmp_path.glob("outputs/*/runs/*/comparison.png"))
+    assert list(tmp_path.glob("outputs/*/runs/*/csv/version_0/images/val_epoch000.png"))
+
+
+def test_rerun_resumes_from_last_checkpoint(tmp_path, samples_dir):
+    first = run_train(tmp_path, *QUICK, "trainer.max_epochs=1", "test=false", samples=samples_dir)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (run_dir,) = [path for path in (tmp_path / "outputs").iterdir() if path.is_dir()]
+    last = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert last["epoch"] == 0 and last["global_step"] == 2  # 2 batches, generator steps only (pixel loss)
+    best_score = [state for key, state in last["callbacks"].items() if "ModelCheckpoint" in key][0]["best_model_score"]
+
+    second = run_train(tmp_path, *QUICK, "trainer.max_epochs=3", "test=false", samples=samples_dir)
+    assert second.returncode == 0, second.stderr[-3000:]
+    output = second.stdout + second.stderr
+    assert "resuming from" in output and str(run_dir / "checkpoints" / "last.ckpt") in output
+    resumed = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    # the last of 3 epochs of 2 steps each: epoch 0 was not trained again
+    assert resumed["epoch"] == 2 and resumed["global_step"] == 6
+    assert len(resumed["optimizer_states"]) == 2 and resumed["optimizer_states"][0]["state"]
+    callback = [state for key, state in resumed["callbacks"].items() if "ModelCheckpoint" in key][0]
+    assert callback["best_model_score"] >= best_score
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+
+    third = run_train(tmp_path, *QUICK, "trainer.max_epochs=3", "resume=false", "test=false", samples=samples_dir)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 6  # 3 fresh epochs
+    assert list(run_dir.glob("checkpoints-*/last.ckpt"))  # the old run was moved aside, not lost
+
+
+def test_multirun_gives_each_job_its_own_directory(tmp_path, samples_dir):
+    result = run_train(tmp_path, "experiment=alef", "data=samples", *FAST, "trainer.max_epochs=1", "test=false",
+                       "model.generator.num_residual_blocks=1,2", multirun=True, samples=samples_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted(path.name for path in (tmp_path / "outputs").iterdir() if (path / "checkpoints").is_dir())
+    assert len(runs) == 2 and all(name.startswith("alef-data.batch_size=4") for name in runs)
+    blocks = set()
+    for name in runs:
+        assert (tmp_path / "outputs" / name / "checkpoints" / "last.ckpt").is_file()
+        (overrides,) = (tmp_path / "outputs" / name).glob("runs/*/.hydra/overrides.yaml")
+        blocks |= {line for line in overrides.read_text().splitlines() if "num_residual_blocks" in line}
+    assert blocks == {"- model.generator.num_residual_blocks=1", "- model.generator.num_residual_blocks=2"}
+
+
+def test_paper_recipe_with_gan_loss_and_wandb_offline_never_stores_secrets(tmp_path, samples_dir):
+    secrets = {"WANDB_API_KEY": "wandb-secret-0123456789", "FLICKR_API_KEY": "flickr-secret-0123456789"}
+    overrides = [item for item in FAST if item != "logger=none"]
+    result = run_train(tmp_path, "experiment=beta", "data=samples", *overrides, "trainer.max_epochs=1",
+                       samples=samples_dir, env={**secrets, "WANDB_MODE": "offline"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "restored" in result.stdout
+    written = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert any("wandb" in str(path) for path in written)
+    for path in written:
+        data = path.read_bytes()
+        for secret in secrets.values():
+            assert secret.encode() not in data, f"{secret} leaked into {path}"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["data.quality=0"], "quality 0 is out of range"),
+        (["data.quality=101"], "quality 101 is out of range"),
+        (["data.crop_size=4000"], "data.crop_size=4000 is larger than photo"),
+        (["data=folder", "data.source.root=/no/such/folder"], "/no/such/folder does not exist"),
+        (["experiment=beta"], "no prepared Flickr set"),
+        (["ckpt_path=/no/such.ckpt"], "ckpt_path=/no/such.ckpt does not exist"),
+        (["experiment=phi", "data=samples"], "train that experiment first"),
+    ],
+)
+def test_bad_values_give_one_clear_line(tmp_path, samples_dir, overrides, message):
+    result = run_train(tmp_path, *FAST, *overrides, samples=samples_dir)  # experiment=quick unless overridden
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
