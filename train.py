@@ -82,20 +82,20 @@ def train(cfg: DictConfig) -> float | None:
     best_checkpoint = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     best_score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
 
+    image_path = None
     if cfg.test:
         trainer.test(model, datamodule=datamodule, ckpt_path=best_checkpoint or None, weights_only=True)
-        image_path = None
         if model.example_grid is not None and trainer.is_global_zero:
             from torchvision.transforms.functional import to_pil_image
 
             from dequantizer.data.images import save_image_atomic
 
             image_path = save_image_atomic(to_pil_image(model.example_grid), Path(cfg.paths.output_dir) / "comparison.png")
-        if trainer.is_global_zero:
-            print_summary(model.test_results, image_path, best_checkpoint)
     for logger in loggers:
         if hasattr(logger.experiment, "finish"):
             logger.experiment.finish()  # one W&B run per multirun job
+    if cfg.test and trainer.is_global_zero:
+        print_summary(model.test_results, image_path, best_checkpoint)
     return float(best_score) if best_score is not None else None
 
 
