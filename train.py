@@ -90,7 +90,8 @@ def train(cfg: DictConfig) -> float | None:
 
             from dequantizer.data.images import save_image_atomic
 
-            image_path = save_image_atomic(to_pil_image(model.example_grid), Path(cfg.paths.output_dir) / "comparison.png")
+            image_path = Path(cfg.paths.output_dir) / "comparison.png"
+            save_image_atomic(to_pil_image(model.example_grid), image_path)
     for logger in loggers:
         if hasattr(logger.experiment, "finish"):
             logger.experiment.finish()  # one W&B run per multirun job

@@ -17,7 +17,10 @@ def _quantize(args: argparse.Namespace) -> int:
 
     failures = 0
     for source in args.inputs:
-        paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS) if source.is_dir() else [source]
+        if source.is_dir():
+            paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        else:
+            paths = [source]
         for path in paths:
             target = args.output / f"{path.stem}.q{args.quality}.png"
             try:

@@ -127,7 +127,7 @@ class Discriminator(nn.Module):
             raise ValueError("discriminator channels and strides must have the same length")
         layers: list[nn.Module] = [nn.Conv2d(in_channels, first_channels, 3, padding=1), activation()]
         previous = first_channels
-        for width, stride in zip(channels, strides):
+        for width, stride in zip(channels, strides, strict=True):
             layers += [
                 nn.Conv2d(previous, width, 3, stride=stride, padding=1, bias=False),
                 nn.BatchNorm2d(width),

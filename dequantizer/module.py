@@ -224,7 +224,7 @@ class DequantizerGAN(L.LightningModule):
         jpeg01, target01 = jpeg.float() / 255, target.float() / 255
         psnr, ssim = image_metrics(restored, target01)
         psnr_jpeg, ssim_jpeg = image_metrics(jpeg01, target01)
-        for name, values in zip(METRICS, (psnr, ssim, psnr_jpeg, ssim_jpeg)):
+        for name, values in zip(METRICS, (psnr, ssim, psnr_jpeg, ssim_jpeg), strict=True):
             self.metrics[name].update(values)
         if batch_idx == 0:
             count = self.hparams.num_logged_images

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from omegaconf import open_dict
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
 
 import dequantizer.config  # noqa: F401  (registers resolvers)
 from dequantizer.data import SamplePhotos

@@ -76,7 +76,7 @@ def test_validation_pairs_are_fixed_across_runs(tmp_path):
     root = make_photos(tmp_path / "photos")
     first, second = datamodule(root, quality=[10, 50]), datamodule(root, quality=[10, 50])
     first.setup(), second.setup()
-    for (a_jpeg, a_target, a_q), (b_jpeg, b_target, b_q) in zip(first.val_set, second.val_set):
+    for (a_jpeg, a_target, a_q), (b_jpeg, b_target, b_q) in zip(first.val_set, second.val_set, strict=True):
         assert torch.equal(a_jpeg, b_jpeg) and torch.equal(a_target, b_target) and a_q == b_q
     assert {q for _, _, q in first.val_set} <= {10, 20, 30, 40, 50}
 

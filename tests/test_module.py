@@ -1,10 +1,10 @@
 import lightning as L
 import torch
+from hydra.utils import instantiate
 from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import compose_config
 from dequantizer.module import DequantizerGAN
-from hydra.utils import instantiate
 
 
 def tiny_model(tmp_path, *overrides):
@@ -44,8 +44,9 @@ def test_gan_step_one_generator_forward_and_detached_fake(tmp_path):
     assert generator_calls.count(True) == 2  # one training forward per batch
     # per batch: D(real), D(fake.detach()) for the D step, then D(fake) with gradients for the G step
     assert discriminator_inputs == [False, False, True] * 2
-    assert all(not torch.equal(a, b) for a, b in zip(before_g, model.generator.parameters()) if a.numel() > 1)
-    assert any(not torch.equal(a, b) for a, b in zip(before_d, model.discriminator.parameters()))
+    after_g, after_d = list(model.generator.parameters()), list(model.discriminator.parameters())
+    assert all(not torch.equal(a, b) for a, b in zip(before_g, after_g, strict=True) if a.numel() > 1)
+    assert any(not torch.equal(a, b) for a, b in zip(before_d, after_d, strict=True))
 
 
 def test_pixel_only_training_leaves_the_discriminator_alone(tmp_path):
@@ -87,7 +88,7 @@ def test_init_from_loads_another_runs_weights(tmp_path):
     trainer.save_checkpoint(tmp_path / "other.ckpt")
     model = tiny_model(tmp_path, f"model.init_from={tmp_path / 'other.ckpt'}")
     model.setup("fit")
-    for a, b in zip(source.generator.state_dict().values(), model.generator.state_dict().values()):
+    for a, b in zip(source.generator.state_dict().values(), model.generator.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert isinstance(model, DequantizerGAN)
 

@@ -14,9 +14,14 @@ def read_checkpoint(path):
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def checkpoint_callback_state(checkpoint):
+    """The state of the best-val/psnr ModelCheckpoint stored in a checkpoint."""
+    return next(state for key, state in checkpoint["callbacks"].items() if "val/psnr" in key)
+
+
 def test_overfit_rises_above_the_jpeg_input(tmp_path, samples_dir):
-    result = run_train(tmp_path, "experiment=quick", "debug=overfit", "data.crop_size=32", "data.batch_size=8", "data.quality=10",
-                       samples=samples_dir)
+    result = run_train(tmp_path, "experiment=quick", "debug=overfit", "data.crop_size=32", "data.batch_size=8",
+                       "data.quality=10", samples=samples_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [row for path in tmp_path.glob("outputs/*/runs/*/csv/version_0/metrics.csv")
             for row in csv.DictReader(path.open()) if row.get("val/psnr")]
@@ -35,7 +40,7 @@ def test_rerun_resumes_from_last_checkpoint(tmp_path, samples_dir):
     (run_dir,) = [path for path in (tmp_path / "outputs").iterdir() if path.is_dir()]
     last = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     assert last["epoch"] == 0 and last["global_step"] == 2  # 2 batches, generator steps only (pixel loss)
-    best_score = [state for key, state in last["callbacks"].items() if "ModelCheckpoint" in key][0]["best_model_score"]
+    best_score = checkpoint_callback_state(last)["best_model_score"]
 
     second = run_train(tmp_path, *QUICK, "trainer.max_epochs=3", "test=false", samples=samples_dir)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -45,7 +50,7 @@ def test_rerun_resumes_from_last_checkpoint(tmp_path, samples_dir):
     # the last of 3 epochs of 2 steps each: epoch 0 was not trained again
     assert resumed["epoch"] == 2 and resumed["global_step"] == 6
     assert len(resumed["optimizer_states"]) == 2 and resumed["optimizer_states"][0]["state"]
-    callback = [state for key, state in resumed["callbacks"].items() if "ModelCheckpoint" in key][0]
+    callback = checkpoint_callback_state(resumed)
     assert callback["best_model_score"] >= best_score
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
 
