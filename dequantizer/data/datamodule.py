@@ -1,0 +1,282 @@
+"""(JPEG input, original target) pairs for training and validation, and the LightningDataModule that serves them.
+
+Every source photo is decoded once into a uint8 array. Training pairs are random: a crop of ``crop_size + 8`` (random
+flips and 90-degree turns) is JPEG-compressed, then re-cropped to ``crop_size`` at a random offset so the network sees
+every alignment of the 8x8 JPEG grid. Validation pairs are fixed (seeded crops, fixed qualities) and made once, so
+numbers compare across runs. The split is by source photo (and photo group), made once, seeded and saved as JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from dequantizer.data.images import SUBSAMPLINGS, check_quality, jpeg_roundtrip_array, load_rgb
+from dequantizer.data.sources import FolderPhotos
+from dequantizer.errors import DequantizerError
+from dequantizer.files import atomic_write
+
+log = logging.getLogger(__name__)
+
+GRID_SHIFT = 8  # the JPEG block size: training crops are shifted by up to this much after compression
+
+
+def parse_quality(quality: int | Sequence[int]) -> tuple[int, int]:
+    """``50`` -> (50, 50); ``[10, 60]`` -> (10, 60), drawn per sample."""
+    if isinstance(quality, int) and not isinstance(quality, bool):
+        return check_quality(quality), quality
+    try:
+        low, high = (int(value) for value in quality)
+    except (TypeError, ValueError):
+        raise DequantizerError(f"data.quality={quality!r}: use one integer or a [low, high] range") from None
+    try:
+        check_quality(low), check_quality(high)
+    except DequantizerError as error:
+        raise DequantizerError(f"data.quality={list(quality)}: {error}") from None
+    if low > high:
+        raise DequantizerError(f"data.quality=[{low}, {high}]: the low end is above the high end")
+    return low, high
+
+
+def validation_qualities(quality: tuple[int, int], count: int = 5) -> list[int]:
+    """Fixed qualities spread over the range, used round-robin for validation crops."""
+    low, high = quality
+    return sorted({round(value) for value in np.linspace(low, high, count)})
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1).contiguous()
+
+
+class RandomJpegPairs(Dataset):
+    """``length`` random training pairs per epoch, cycling through the photos."""
+
+    def __init__(
+        self, photos: list[np.ndarray], crop_size: int, quality: tuple[int, int], length: int, subsampling: str
+    ):
+        self.photos, self.crop_size, self.quality = photos, crop_size, quality
+        self.length, self.subsampling = length, subsampling
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        # `random` is seeded per worker by Lightning (seed_everything(workers=True)).
+        photo = self.photos[index % len(self.photos)]
+        height, width = photo.shape[:2]
+        shift = min(GRID_SHIFT, height - self.crop_size, width - self.crop_size)
+        size = self.crop_size + shift
+        top, left = random.randint(0, height - size), random.randint(0, width - size)
+        patch = photo[top : top + size, left : left + size]
+        patch = np.rot90(patch, random.randint(0, 3))
+        if random.random() < 0.5:
+            patch = patch[:, ::-1]
+        patch = np.ascontiguousarray(patch)
+        quality = random.randint(*self.quality)
+        jpeg = jpeg_roundtrip_array(patch, quality, self.subsampling)
+        dy, dx = random.randint(0, shift), random.randint(0, shift)
+        window = np.s_[dy : dy + self.crop_size, dx : dx + self.crop_size]
+        return to_tensor(jpeg[window]), to_tensor(patch[window]), quality
+
+
+class FixedJpegPairs(Dataset):
+    """Pairs made once: ``crops_per_photo`` seeded crops of each photo, qualities assigned round-robin."""
+
+    def __init__(
+        self,
+        photos: list[np.ndarray],
+        crop_size: int,
+        qualities: list[int],
+        crops_per_photo: int,
+        subsampling: str,
+        seed: int,
+    ):
+        rng = np.random.default_rng(seed)
+        self.pairs: list[tuple[torch.Tensor, torch.Tensor, int]] = []
+        for photo in photos:
+            height, width = photo.shape[:2]
+            for _ in range(crops_per_photo):
+                top = int(rng.integers(0, height - crop_size + 1))
+                left = int(rng.integers(0, width - crop_size + 1))
+                crop = np.ascontiguousarray(photo[top : top + crop_size, left : left + crop_size])
+                quality = qualities[len(self.pairs) % len(qualities)]
+                jpeg = jpeg_roundtrip_array(crop, quality, subsampling)
+                self.pairs.append((to_tensor(jpeg), to_tensor(crop), quality))
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        return self.pairs[index]
+
+
+def make_split(groups: list[str], val_fraction: float, seed: int) -> set[str]:
+    """The validation groups: a seeded shuffle, at least one group on each side."""
+    unique = sorted(set(groups))
+    if len(unique) < 2:
+        raise DequantizerError("need photos from at least 2 different source photos to split into train and val")
+    order = random.Random(seed).sample(unique, len(unique))
+    count = min(max(1, round(val_fraction * len(unique))), len(unique) - 1)
+    return set(order[:count])
+
+
+def is_validation_group(group: str, val_fraction: float, seed: int) -> bool:
+    """Stable placement of a photo added after the split was saved: by a seeded hash of its group."""
+    digest = hashlib.sha256(f"{seed}:{group}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
+
+
+class JpegDataModule(L.LightningDataModule):
+    """Serves (jpeg, target, quality) batches of uint8 CxHxW tensors; the LightningModule converts them to float.
+
+    Args:
+        source: a photo source (``SamplePhotos``, ``FolderPhotos``, ``FlickrPhotos``).
+        quality: JPEG quality, an int, or ``[low, high]`` drawn per training sample (blind training).
+        crop_size: side of the square training/validation crops (the paper: 96).
+        samples_per_epoch: training pairs per epoch; ``None`` means one per training photo.
+        val_crops_per_photo: fixed validation crops taken from each validation photo.
+        split_file: where the split is saved; ``None`` means ``split.json`` in the source's root.
+    """
+
+    def __init__(
+        self,
+        source: FolderPhotos,
+        quality: int | Sequence[int] = 50,
+        crop_size: int = 96,
+        batch_size: int = 16,
+        num_workers: int = 2,
+        val_fraction: float = 0.2,
+        samples_per_epoch: int | None = None,
+        val_crops_per_photo: int = 1,
+        subsampling: str = "4:2:0",
+        seed: int = 1234,
+        split_file: str | None = None,
+        pin_memory: bool = False,
+    ):
+        super().__init__()
+        self.source = source
+        self.quality = parse_quality(quality)
+        if crop_size < 8:
+            raise DequantizerError(f"data.crop_size={crop_size} is too small: use at least 8 (one JPEG block)")
+        if not 0 < val_fraction < 1:
+            raise DequantizerError(f"data.val_fraction={val_fraction} must lie between 0 and 1")
+        if subsampling not in SUBSAMPLINGS:
+            raise DequantizerError(f"data.subsampling={subsampling!r} is not one of {', '.join(SUBSAMPLINGS)}")
+        if batch_size < 1:
+            raise DequantizerError(f"data.batch_size={batch_size} must be at least 1")
+        self.crop_size, self.batch_size, self.num_workers = crop_size, batch_size, num_workers
+        self.val_fraction, self.samples_per_epoch = val_fraction, samples_per_epoch
+        self.val_crops_per_photo, self.subsampling, self.seed = val_crops_per_photo, subsampling, seed
+        self.split_file = Path(split_file) if split_file else None
+        self.pin_memory = pin_memory
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.skipped: list[str] = []
+
+    # -- split ---------------------------------------------------------------------------------------------------------
+    def split(self, paths: list[Path]) -> dict[str, list[Path]]:
+        """Train and val photo paths. Made once and saved; photos added later go by a seeded hash of their group."""
+        root = self.source.root
+        names = {path.relative_to(root).as_posix(): path for path in paths}
+        saved = self.source.saved_split()
+        split_file = self.split_file or root / "split.json"
+        if saved is None and split_file.is_file():
+            saved = json.loads(split_file.read_text())
+        if saved is None:
+            val_groups = make_split([self.source.group(path) for path in paths], self.val_fraction, self.seed)
+            saved = {"train": [], "val": []}
+            for name, path in names.items():
+                saved["val" if self.source.group(path) in val_groups else "train"].append(name)
+            self._save_split(split_file, saved)
+        known = set(saved["train"]) | set(saved["val"])
+        val_groups = {self.source.group(root / name) for name in saved["val"]}
+        train_groups = {self.source.group(root / name) for name in saved["train"]}
+        added = [name for name in names if name not in known]
+        for name in added:
+            group = self.source.group(names[name])
+            to_val = group in val_groups or (
+                group not in train_groups and is_validation_group(group, self.val_fraction, self.seed)
+            )
+            saved["val" if to_val else "train"].append(name)
+        if added and self.source.saved_split() is None:
+            self._save_split(split_file, saved)
+        result = {part: [names[name] for name in saved[part] if name in names] for part in ("train", "val")}
+        if not result["train"] or not result["val"]:
+            raise DequantizerError(f"the split in {split_file} leaves train or val empty: delete it to split again")
+        return result
+
+    def _save_split(self, split_file: Path, split: dict[str, list[str]]) -> None:
+        record = {"seed": self.seed, "val_fraction": self.val_fraction, **split}
+        try:
+            atomic_write(split_file, json.dumps(record, indent=1) + "\n")
+        except OSError as error:
+            raise DequantizerError(f"cannot save the split to {split_file} ({error}): set data.split_file") from None
+
+    # -- photos --------------------------------------------------------------------------------------------------------
+    def _load(self, paths: list[Path]) -> list[np.ndarray]:
+        photos = []
+        for path in paths:
+            try:
+                photo = load_rgb(path)
+            except Exception as error:  # unreadable, truncated, not an image, decompression bomb...
+                log.warning("skipping %s: cannot read it as an image (%s)", path, error)
+                self.skipped.append(str(path))
+                continue
+            height, width = photo.shape[:2]
+            if min(height, width) < self.crop_size:
+                raise DequantizerError(
+                    f"data.crop_size={self.crop_size} is larger than photo {path.name} ({width}x{height}): "
+                    "lower data.crop_size or remove the small photos"
+                )
+            photos.append(photo)
+        return photos
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        split = self.split(self.source.photo_paths())
+        train_photos, val_photos = self._load(split["train"]), self._load(split["val"])
+        if self.skipped:
+            log.warning("skipped %d unreadable files", len(self.skipped))
+        if not train_photos or not val_photos:
+            raise DequantizerError(f"no readable photos left in the train or val split under {self.source.root}")
+        length = self.samples_per_epoch or len(train_photos)
+        self.train_set = RandomJpegPairs(train_photos, self.crop_size, self.quality, length, self.subsampling)
+        self.val_set = FixedJpegPairs(
+            val_photos,
+            self.crop_size,
+            validation_qualities(self.quality),
+            self.val_crops_per_photo,
+            self.subsampling,
+            self.seed,
+        )
+        log.info("data: %d train photos, %d val photos -> %d val crops", len(train_photos), len(val_photos),
+                 len(self.val_set))
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=len(self.train_set) >= self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        # Fixed pairs are already in memory: no workers needed.
+        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, pin_memory=self.pin_memory)
+
+    def test_dataloader(self) -> DataLoader:
+        # The paper's protocol has one held-out split (its 20% "test"); we report on it after training.
+        return self.val_dataloader()

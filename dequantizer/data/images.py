@@ -1,0 +1,57 @@
+"""Reading photos and making JPEG round trips with Pillow."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from dequantizer.errors import DequantizerError
+from dequantizer.files import atomic_write
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+SUBSAMPLINGS = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
+
+
+def check_quality(quality: int) -> int:
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise DequantizerError(f"JPEG quality {quality!r} is out of range: use an integer from 1 to 100")
+    return quality
+
+
+def jpeg_roundtrip(image: Image.Image, quality: int, subsampling: str = "4:2:0") -> Image.Image:
+    """Compress ``image`` (RGB or L) as JPEG at ``quality`` in memory and decode it again."""
+    if subsampling not in SUBSAMPLINGS:
+        raise DequantizerError(f"JPEG subsampling {subsampling!r} is not one of {', '.join(SUBSAMPLINGS)}")
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=check_quality(quality), subsampling=SUBSAMPLINGS[subsampling])
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return decoded.convert(image.mode)
+
+
+def jpeg_roundtrip_array(rgb: np.ndarray, quality: int, subsampling: str = "4:2:0") -> np.ndarray:
+    """``jpeg_roundtrip`` for an HxWx3 uint8 array."""
+    return np.asarray(jpeg_roundtrip(Image.fromarray(rgb), quality, subsampling))
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """Decode a photo as an HxWx3 uint8 array: EXIF orientation applied, alpha composited on white, 16-bit scaled."""
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image)
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            image = Image.fromarray((np.asarray(image, dtype=np.float64) / 257.0).clip(0, 255).astype(np.uint8))
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, rgba)
+        return np.asarray(image.convert("RGB"))
+
+
+def save_image_atomic(image: Image.Image, path: str | Path, **save_args) -> Path:
+    """Encode ``image`` in the format its suffix names and write it atomically."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=Image.registered_extensions()[Path(path).suffix.lower()], **save_args)
+    return atomic_write(path, buffer.getvalue())
