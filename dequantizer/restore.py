@@ -1,0 +1,150 @@
+"""Inference: load a generator from weights or a checkpoint, and restore images of any size in tiles.
+
+Tiles start at multiples of 8 from the image origin (so every tile sees the JPEG block grid as the whole image does),
+overlap, and are blended with weights that fall off towards each tile's edges, so no seams show. Tiles run in batches;
+memory stays bounded by the tile batch plus the output image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+from dequantizer.errors import DequantizerError
+from dequantizer.weights import generator_state_from_checkpoint, load_generator_state, read_checkpoint, read_metadata
+
+# Config targets a weights file may name: building a generator must never call arbitrary code.
+ALLOWED_TARGET_PREFIXES = ("dequantizer.models.", "torch.nn.")
+
+
+def check_targets(config: Any) -> None:
+    """Refuse a generator config whose ``_target_``s point outside the networks' modules."""
+    if isinstance(config, dict):
+        target = config.get("_target_")
+        if target is not None and not str(target).startswith(ALLOWED_TARGET_PREFIXES):
+            raise DequantizerError(f"refusing to build {target!r}: model configs may only name {ALLOWED_TARGET_PREFIXES}")
+        for value in config.values():
+            check_targets(value)
+    elif isinstance(config, list):
+        for value in config:
+            check_targets(value)
+
+
+def build_generator(config: dict[str, Any], state: dict[str, torch.Tensor]) -> nn.Module:
+    check_targets(config)
+    generator = instantiate(config)
+    try:
+        generator.load_state_dict(state)
+    except RuntimeError as error:
+        raise DequantizerError(f"the weights do not fit their architecture: {str(error).splitlines()[0]}") from None
+    return generator.eval().requires_grad_(False)
+
+
+def load_generator(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """A generator and its metadata from a ``.safetensors`` export or a Lightning ``.ckpt`` (never unpickling code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DequantizerError(f"model file {path} does not exist")
+    if path.suffix == ".safetensors":
+        metadata = read_metadata(path)
+        if "generator" not in metadata:
+            raise DequantizerError(f"{path} has no 'generator' architecture in its metadata")
+        return build_generator(metadata["generator"], load_generator_state(path)), metadata
+    checkpoint = read_checkpoint(path)
+    hparams = checkpoint.get("hyper_parameters", {})
+    if "generator" not in hparams:
+        raise DequantizerError(f"{path} is not a dequantizer training checkpoint (no generator config)")
+    metadata = {"generator": hparams["generator"], "source": str(path)}
+    return build_generator(hparams["generator"], generator_state_from_checkpoint(checkpoint)), metadata
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Tile origins along one axis; with ``length``, ``tile`` and ``stride`` multiples of 8, all are 8-aligned."""
+    return sorted(set(range(0, max(length - tile, 0), stride)) | {max(length - tile, 0)})
+
+
+def blend_window(height: int, width: int, overlap: int) -> torch.Tensor:
+    """Blending weights for one tile: near 0 in the outer quarter of the overlap (where the zero padding at the
+    tile's edge still reaches), rising to 1 across the middle half, 1 inside. Never exactly 0, so image borders,
+    covered by one tile only, keep their value."""
+
+    def ramp(size: int) -> torch.Tensor:
+        distance = torch.arange(size, dtype=torch.float32)
+        distance = torch.minimum(distance, size - 1 - distance)
+        margin, width = overlap // 4, max(overlap // 2, 1)
+        return ((distance + 1 - margin) / width).clamp(1e-3, 1.0)
+
+    return ramp(height)[:, None] * ramp(width)[None, :]
+
+
+@dataclass
+class Restorer:
+    """Restores RGB uint8 arrays with a generator, tile by tile.
+
+    ``precision``: "bf16" runs the network under autocast (AMX / tensor cores), "fp32" in full precision.
+    """
+
+    generator: nn.Module
+    device: torch.device = field(default_factory=default_device)
+    precision: str = "bf16"
+    tile_size: int = 512
+    overlap: int = 64
+    batch_size: int = 4
+
+    def __post_init__(self):
+        if self.tile_size % 8 or self.overlap % 8 or not 0 <= self.overlap < self.tile_size:
+            raise DequantizerError("tile_size and overlap must be multiples of 8, with overlap < tile_size")
+        if self.precision not in ("bf16", "fp32"):
+            raise DequantizerError(f"precision {self.precision!r}: use bf16 or fp32")
+        self.generator = self.generator.to(self.device, memory_format=torch.channels_last).eval()
+        self.scale = getattr(self.generator, "scale", 1)
+
+    @torch.inference_mode()
+    def _run(self, tiles: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW tiles -> float [0, 1] NCHW restored tiles on the CPU."""
+        inputs = (tiles.to(self.device).float() / 127.5 - 1).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            out = self.generator(inputs)
+        return ((out.float() + 1) / 2).clamp(0, 1).cpu()
+
+    def restore_array(self, rgb: np.ndarray) -> np.ndarray:
+        """HxWx3 uint8 -> (sH)x(sW)x3 uint8."""
+        height, width = rgb.shape[:2]
+        # Pad bottom/right to whole 8x8 blocks by repeating the edge, as JPEG encoders do: tiles then stay aligned.
+        padded_h, padded_w = -(-height // 8) * 8, -(-width // 8) * 8
+        rgb = np.pad(rgb, ((0, padded_h - height), (0, padded_w - width), (0, 0)), mode="edge")
+        image = torch.from_numpy(rgb).permute(2, 0, 1)
+        tile_h, tile_w = min(self.tile_size, padded_h), min(self.tile_size, padded_w)
+        stride = self.tile_size - self.overlap
+        boxes = [
+            (top, left)
+            for top in tile_starts(padded_h, tile_h, stride)
+            for left in tile_starts(padded_w, tile_w, stride)
+        ]
+        s = self.scale
+        if len(boxes) == 1:
+            out = self._run(image[None])[0]
+        else:
+            out = torch.zeros(3, padded_h * s, padded_w * s)
+            weights = torch.zeros(1, padded_h * s, padded_w * s)
+            window = blend_window(tile_h * s, tile_w * s, self.overlap * s)
+            for first in range(0, len(boxes), self.batch_size):
+                batch = boxes[first : first + self.batch_size]
+                tiles = torch.stack([image[:, t : t + tile_h, l : l + tile_w] for t, l in batch])
+                for (top, left), restored in zip(batch, self._run(tiles), strict=True):
+                    region = np.s_[:, top * s : (top + tile_h) * s, left * s : (left + tile_w) * s]
+                    out[region] += restored * window
+                    weights[region] += window
+            out /= weights
+        out = out[:, : height * s, : width * s]
+        return (out * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()

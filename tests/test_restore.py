@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+import torch
+
+from dequantizer.errors import DequantizerError
+from dequantizer.models import Generator
+from dequantizer.restore import Restorer, blend_window, check_targets, tile_starts
+
+
+def trained_like_generator():
+    torch.manual_seed(0)
+    generator = Generator(channels=8, num_residual_blocks=2, batch_norm=False, output_activation=None,
+                          image_residual=True)
+    torch.nn.init.normal_(generator.tail.weight, std=0.01)  # a non-identity correction
+    return generator
+
+
+def photo(height, width, seed=0):
+    rng = np.random.default_rng(seed)
+    small = rng.random((height // 8 + 1, width // 8 + 1, 3)) * 255
+    return np.kron(small, np.ones((8, 8, 1)))[:height, :width].astype(np.uint8)
+
+
+def test_tile_starts_are_aligned_and_cover():
+    assert tile_starts(1000, 256, 192) == [0, 192, 384, 576, 744]
+    assert all(start % 8 == 0 for start in tile_starts(1000, 256, 192))
+    assert tile_starts(200, 256, 192) == [0]
+
+
+def test_blend_window_is_positive_and_flat_inside():
+    window = blend_window(64, 64, 16)
+    assert window.min() > 0 and window[12:52, 12:52].eq(1).all() and window[0, 0] < 0.01
+
+
+@pytest.mark.parametrize("size", [(203, 301), (64, 517)])
+def test_tiled_output_matches_whole_image(size):
+    rgb = photo(*size)
+    generator = trained_like_generator()
+    whole = Restorer(generator, device=torch.device("cpu"), precision="fp32", tile_size=1024).restore_array(rgb)
+    tiled = Restorer(generator, device=torch.device("cpu"), precision="fp32", tile_size=96, overlap=48,
+                     batch_size=3).restore_array(rgb)
+    assert whole.shape == tiled.shape == rgb.shape
+    assert not np.array_equal(whole, rgb)
+    assert np.abs(whole.astype(int) - tiled.astype(int)).max() <= 1
+
+
+def test_upsampling_generator_gives_larger_output():
+    generator = Generator(channels=8, num_residual_blocks=1, num_upsample_blocks=1, image_residual=True)
+    out = Restorer(generator, device=torch.device("cpu"), tile_size=64, overlap=16).restore_array(photo(100, 90))
+    assert out.shape == (200, 180, 3)
+
+
+def test_model_configs_may_not_name_arbitrary_code():
+    check_targets({"_target_": "dequantizer.models.Generator", "activation": {"_target_": "torch.nn.PReLU"}})
+    with pytest.raises(DequantizerError, match="refusing to build 'os.system'"):
+        check_targets({"_target_": "dequantizer.models.Generator", "activation": {"_target_": "os.system"}})
+
+
+def test_bad_tiling_values_are_refused():
+    with pytest.raises(DequantizerError):
+        Restorer(trained_like_generator(), tile_size=100)
