@@ -10,39 +10,165 @@ from pathlib import Path
 from dequantizer.errors import DequantizerError
 
 
+def _error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
+def _inputs(inputs: list[Path]) -> list[tuple[Path, Path]]:
+    """(file, path relative to its input root) for files and folders (recursive)."""
+    from dequantizer.evaluate import image_paths
+
+    pairs = []
+    for item in inputs:
+        if not item.exists():
+            raise DequantizerError(f"{item}: no such file or folder")
+        root = item if item.is_dir() else item.parent
+        pairs += [(path, path.relative_to(root)) for path in image_paths([item])]
+    return pairs
+
+
 def _quantize(args: argparse.Namespace) -> int:
-    from PIL import Image
+    from dequantizer import quantize
+    from dequantizer.data.images import check_quality, save_image_atomic
 
-    from dequantizer.data.images import IMAGE_EXTENSIONS, jpeg_roundtrip, save_image_atomic
-
+    check_quality(args.quality)
     failures = 0
-    for source in args.inputs:
-        if source.is_dir():
-            paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-        else:
-            paths = [source]
-        for path in paths:
-            target = args.output / f"{path.stem}.q{args.quality}.png"
-            try:
-                with Image.open(path) as image:
-                    image = image.convert("RGB")
-                save_image_atomic(jpeg_roundtrip(image, args.quality, args.subsampling), target)
-                print(f"{path} -> {target}")
-            except (OSError, ValueError) as error:
-                print(f"error: {path}: cannot read it as an image ({error})", file=sys.stderr)
-                failures += 1
+    for path, relative in _inputs(args.inputs):
+        target = args.output / relative.with_name(f"{relative.stem}.q{args.quality}.png")
+        try:
+            save_image_atomic(quantize(path, args.quality, args.subsampling), target)
+            print(f"{path} -> {target}")
+        except DequantizerError as error:
+            _error(str(error))
+            failures += 1
     return 1 if failures else 0
+
+
+def _dequantize(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from dequantizer.data.images import save_image_atomic
+    from dequantizer.restore import get_restorer, open_image, restore_image
+
+    restorer = get_restorer(args.model, args.device, args.precision, args.tile_size)
+    failures = skipped = 0
+    pairs = _inputs(args.inputs)
+    for path, relative in tqdm(pairs, unit="image", disable=len(pairs) < 2 or args.quiet):
+        target = args.output / relative.with_suffix(f".{args.format}")
+        if target.resolve() == path.resolve():
+            _error(f"{path}: refusing to overwrite an input; choose another --output folder")
+            failures += 1
+            continue
+        if target.exists() and not args.overwrite:
+            skipped += 1
+            continue
+        try:
+            restored = restore_image(open_image(path), restorer)
+            options = {"icc_profile": restored.info["icc_profile"]} if "icc_profile" in restored.info else {}
+            save_image_atomic(restored, target, **options)
+        except DequantizerError as error:
+            _error(str(error))
+            failures += 1
+    done = len(pairs) - failures - skipped
+    print(f"{done} restored, {skipped} skipped (already there; --overwrite to redo), {failures} failed "
+          f"-> {args.output}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from dequantizer.restore import DEFAULT_MODEL, shipped_models
+    from dequantizer.weights import read_metadata
+
+    models = shipped_models()
+    if not models:
+        print("no shipped models in this install")
+    for name, path in models.items():
+        meta = read_metadata(path)
+        default = " (default)" if name == DEFAULT_MODEL else ""
+        print(f"{name}{default}: {meta.get('description', '')}")
+        print(f"  JPEG qualities: {meta.get('qualities', '?')}, trained on: {meta.get('training_data', '?')}")
+        if "validation" in meta:
+            print(f"  validation: {meta['validation']}")
+        if "command" in meta:
+            print(f"  made by: {meta['command']}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from dequantizer.evaluate import evaluate, format_table, image_paths, load_photos, write_reports
+    from dequantizer.restore import get_restorer
+
+    for quality in args.quality:
+        from dequantizer.data.images import check_quality
+
+        check_quality(quality)
+    restorer = get_restorer(args.model, args.device, args.precision, args.tile_size)
+    photos, failures = load_photos(image_paths(args.inputs), args.square)
+    for failure in failures:
+        _error(failure)
+    if not photos:
+        raise DequantizerError("no readable images to evaluate")
+    rows = evaluate(restorer, photos, args.quality, args.output / "grids" if args.output else None)
+    model = args.model or "default"
+    print(format_table(rows, f"model {model} on {len(photos)} images" + (f" ({args.square}x{args.square})"
+                                                                        if args.square else "")))
+    if args.output:
+        written = write_reports(rows, args.output, {"model": str(model), **restorer.metadata})
+        print("wrote " + ", ".join(str(path) for path in written) + f", grids in {args.output / 'grids'}")
+    return 1 if failures else 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from dequantizer.weights import export_checkpoint
+
+    path = export_checkpoint(args.checkpoint, args.output, description=args.description, command=args.command)
+    print(f"wrote {path}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dequantizer", description="Restore JPEG-damaged photos.")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    def model_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("-m", "--model", help="shipped model name (see `dequantizer models`) or weights path")
+        command.add_argument("--device", help="cpu, cuda, ... (default: cuda when present)")
+        command.add_argument("--precision", choices=["bf16", "fp32"], help="default: bf16 where native")
+        command.add_argument("--tile-size", type=int, default=512, help="tile side for large images (multiple of 8)")
+
+    dequantize = commands.add_parser("dequantize", help="restore JPEG-damaged images (files or folders)")
+    dequantize.add_argument("inputs", nargs="+", type=Path)
+    dequantize.add_argument("-o", "--output", type=Path, required=True, help="output folder (tree mirrored)")
+    dequantize.add_argument("--format", default="png", choices=["png", "tif", "webp"], help="lossless output format")
+    dequantize.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    dequantize.add_argument("-q", "--quiet", action="store_true")
+    model_options(dequantize)
+    dequantize.set_defaults(run=_dequantize)
+
     quantize = commands.add_parser("quantize", help="JPEG round trip at a given quality, saved losslessly as PNG")
     quantize.add_argument("inputs", nargs="+", type=Path, help="image files or folders")
     quantize.add_argument("-q", "--quality", type=int, default=10, help="JPEG quality 1-100 (default 10)")
     quantize.add_argument("--subsampling", default="4:2:0", choices=["4:4:4", "4:2:2", "4:2:0"])
     quantize.add_argument("-o", "--output", type=Path, default=Path("."), help="output folder")
     quantize.set_defaults(run=_quantize)
+
+    models = commands.add_parser("models", help="list the shipped models and what they were trained for")
+    models.set_defaults(run=_models)
+
+    evaluate = commands.add_parser("evaluate", help="JPEG input vs restored PSNR/SSIM on clean images")
+    evaluate.add_argument("inputs", nargs="+", type=Path, help="clean (never JPEG-compressed) images or folders")
+    evaluate.add_argument("--quality", type=int, nargs="+", default=[1, 10, 20, 30, 50])
+    evaluate.add_argument("--square", type=int, help="the paper's protocol: centre square resized to this size")
+    evaluate.add_argument("-o", "--output", type=Path, help="folder for results.csv/.json, gain.png and grids")
+    model_options(evaluate)
+    evaluate.set_defaults(run=_evaluate)
+
+    export = commands.add_parser("export", help="export a training checkpoint's generator as safetensors")
+    export.add_argument("checkpoint", type=Path)
+    export.add_argument("output", type=Path)
+    export.add_argument("--description", default="")
+    export.add_argument("--command", default="", help="the command that trained it, for the record")
+    export.set_defaults(run=_export)
     return parser
 
 
@@ -51,8 +177,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except DequantizerError as error:
-        print(f"error: {error}", file=sys.stderr)
+        _error(str(error))
         return 2
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
 
 
 if __name__ == "__main__":

@@ -74,14 +74,22 @@ class Generator(nn.Module):
         activation: ActivationFactory = _prelu,
         output_activation: ActivationFactory | None = nn.Tanh,
         image_residual: bool = False,
+        space_to_depth: int = 1,
     ):
         super().__init__()
         if num_residual_blocks < 0 or num_upsample_blocks < 0:
             raise ValueError("num_residual_blocks and num_upsample_blocks must be >= 0")
         if image_residual and in_channels != out_channels:
             raise ValueError("image_residual needs in_channels == out_channels")
+        if space_to_depth < 1:
+            raise ValueError("space_to_depth must be >= 1")
         self.scale = 2**num_upsample_blocks
         self.image_residual = image_residual
+        # space_to_depth f > 1 folds fxf pixel blocks into channels: the body runs at 1/f^2 of the pixels,
+        # with f times the receptive field, for the same cost as a body f times narrower at full resolution.
+        self.fold = nn.PixelUnshuffle(space_to_depth) if space_to_depth > 1 else nn.Identity()
+        self.unfold = nn.PixelShuffle(space_to_depth) if space_to_depth > 1 else nn.Identity()
+        in_channels, out_channels = in_channels * space_to_depth**2, out_channels * space_to_depth**2
         self.head = nn.Sequential(
             nn.Conv2d(in_channels, channels, first_kernel_size, padding=first_kernel_size // 2), activation()
         )
@@ -98,9 +106,9 @@ class Generator(nn.Module):
             nn.init.zeros_(self.tail.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.head(x)
+        features = self.head(self.fold(x))
         features = features + self.body(features)  # the long skip from the first conv
-        out = self.output_activation(self.tail(self.upsample(features)))
+        out = self.output_activation(self.unfold(self.tail(self.upsample(features))))
         if self.image_residual:
             skip = x if self.scale == 1 else F.interpolate(x, scale_factor=self.scale, mode="bilinear")
             out = out + skip

@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 from hydra.utils import instantiate
+from PIL import Image, ImageOps
 from torch import nn
 
+from dequantizer.data.images import split_alpha
 from dequantizer.errors import DequantizerError
 from dequantizer.weights import generator_state_from_checkpoint, load_generator_state, read_checkpoint, read_metadata
 
@@ -99,7 +101,8 @@ class Restorer:
     precision: str = "bf16"
     tile_size: int = 512
     overlap: int = 64
-    batch_size: int = 4
+    batch_size: int = 1  # tiles per forward: 1 keeps peak memory low on CPU; raise it on a GPU
+    metadata: dict[str, Any] = field(default_factory=dict)  # what the weights file says about the model
 
     def __post_init__(self):
         if self.tile_size % 8 or self.overlap % 8 or not 0 <= self.overlap < self.tile_size:
@@ -148,3 +151,80 @@ class Restorer:
             out /= weights
         out = out[:, : height * s, : width * s]
         return (out * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+# -- shipped models and the public API --------------------------------------------------------------------------------
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+DEFAULT_MODEL = "blind"
+
+
+def shipped_models() -> dict[str, Path]:
+    """Name -> weights file of every model shipped inside the package."""
+    return {path.stem: path for path in sorted(PRETRAINED_DIR.glob("*.safetensors"))}
+
+
+def resolve_model(model: str | Path | None) -> Path:
+    """A shipped model's name (None: the default), or a path to a .safetensors / .ckpt file."""
+    name = DEFAULT_MODEL if model is None else str(model)
+    shipped = shipped_models()
+    if name in shipped:
+        return shipped[name]
+    path = Path(name).expanduser()
+    if path.suffix in (".safetensors", ".ckpt") or path.exists():
+        return path
+    available = ", ".join(shipped) or "none"
+    raise DequantizerError(f"no shipped model named {name!r} (shipped: {available}); or pass a .safetensors/.ckpt path")
+
+
+def default_precision(device: torch.device) -> str:
+    """bf16 where the hardware runs it natively (CUDA, AVX512-BF16/AMX CPUs), else fp32."""
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+
+
+_RESTORERS: dict[tuple, Restorer] = {}
+
+
+def get_restorer(model: str | Path | None = None, device: str | torch.device | None = None,
+                 precision: str | None = None, tile_size: int = 512) -> Restorer:
+    """A cached ``Restorer`` for a model name or file."""
+    path = resolve_model(model)
+    device = torch.device(device) if device is not None else default_device()
+    precision = precision or default_precision(device)
+    key = (str(path.resolve()), str(device), precision, tile_size)
+    if key not in _RESTORERS:
+        generator, metadata = load_generator(path)
+        _RESTORERS[key] = Restorer(generator, device=device, precision=precision, tile_size=tile_size,
+                                   metadata=metadata)
+    return _RESTORERS[key]
+
+
+def restore_image(image: Image.Image, restorer: Restorer) -> Image.Image:
+    """Restore a PIL image of any mode: EXIF orientation applied, alpha passed through (resized with the image if
+    the model upsamples), greyscale stays greyscale, the ICC profile is kept."""
+    image = ImageOps.exif_transpose(image)
+    icc_profile = image.info.get("icc_profile")
+    greyscale = image.mode in ("L", "LA", "I", "I;16", "I;16B", "I;16L", "1")
+    rgb, alpha = split_alpha(image)
+    restored = Image.fromarray(restorer.restore_array(np.asarray(rgb)))
+    if greyscale:
+        restored = restored.convert("L")
+    if alpha is not None:
+        restored.putalpha(alpha.resize(restored.size, Image.BICUBIC) if alpha.size != restored.size else alpha)
+    if icc_profile and image.mode != "CMYK":  # a CMYK profile does not describe the RGB output
+        restored.info["icc_profile"] = icc_profile
+    return restored
+
+
+def open_image(source: str | Path | Image.Image) -> Image.Image:
+    if isinstance(source, Image.Image):
+        return source
+    try:
+        with Image.open(source) as image:
+            image.load()
+            return image
+    except FileNotFoundError:
+        raise DequantizerError(f"{source}: no such file") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise DequantizerError(f"{source}: cannot read it as an image ({error})") from None

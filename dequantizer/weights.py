@@ -51,3 +51,41 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
     with safe_open(str(path), framework="pt") as file:
         return {key: json.loads(value) for key, value in (file.metadata() or {}).items()}
+
+
+def run_config(checkpoint_path: Path) -> dict[str, Any]:
+    """The Hydra config of the run that wrote ``outputs/<run>/checkpoints/x.ckpt`` (its latest attempt), or {}."""
+    from omegaconf import OmegaConf
+
+    attempts = sorted(checkpoint_path.resolve().parent.parent.glob("runs/*/.hydra/config.yaml"))
+    if not attempts:
+        return {}
+    config = OmegaConf.load(attempts[-1])
+    return {
+        "qualities": OmegaConf.to_container(config.data.quality) if "data" in config else None,
+        "training_data": f"{config.data.source._target_.rsplit('.', 1)[-1]} {Path(str(config.data.source.root)).name}"
+        if "data" in config and "source" in config.data
+        else None,
+        "experiment": config.get("experiment_name"),
+    }
+
+
+def export_checkpoint(checkpoint_path: str | Path, output: str | Path, description: str = "", command: str = "") -> Path:
+    """A training checkpoint's generator (EMA copy when kept) as safetensors, with architecture and training facts."""
+    checkpoint_path = Path(checkpoint_path)
+    checkpoint = read_checkpoint(checkpoint_path)
+    hparams = checkpoint.get("hyper_parameters", {})
+    if "generator" not in hparams:
+        raise DequantizerError(f"{checkpoint_path} is not a dequantizer training checkpoint (no generator config)")
+    best = next((state for key, state in checkpoint.get("callbacks", {}).items() if "val/psnr" in key), {})
+    score = best.get("best_model_score")
+    metadata = {
+        "generator": hparams["generator"],
+        "description": description,
+        "command": command,
+        "epoch": checkpoint.get("epoch"),
+        "global_step": checkpoint.get("global_step"),
+        "validation": {"val/psnr": round(float(score), 4)} if score is not None else {},
+        **run_config(checkpoint_path),
+    }
+    return save_generator(generator_state_from_checkpoint(checkpoint), output, metadata)

@@ -37,17 +37,25 @@ def jpeg_roundtrip_array(rgb: np.ndarray, quality: int, subsampling: str = "4:2:
     return np.asarray(jpeg_roundtrip(Image.fromarray(rgb), quality, subsampling))
 
 
+def split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
+    """8-bit RGB (16-bit scaled down, palette/CMYK/grey converted) and the alpha channel, if any."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        image = Image.fromarray((np.asarray(image, dtype=np.float64) / 257.0).clip(0, 255).astype(np.uint8))
+    alpha = None
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        alpha = image.getchannel("A")
+    return image.convert("RGB"), alpha
+
+
 def load_rgb(path: str | Path) -> np.ndarray:
     """Decode a photo as an HxWx3 uint8 array: EXIF orientation applied, alpha composited on white, 16-bit scaled."""
     with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            image = Image.fromarray((np.asarray(image, dtype=np.float64) / 257.0).clip(0, 255).astype(np.uint8))
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-            rgba = image.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(background, rgba)
-        return np.asarray(image.convert("RGB"))
+        rgb, alpha = split_alpha(ImageOps.exif_transpose(image))
+        if alpha is not None:
+            white = Image.new("RGB", rgb.size, (255, 255, 255))
+            rgb = Image.composite(rgb, white, alpha)
+        return np.asarray(rgb)
 
 
 def save_image_atomic(image: Image.Image, path: str | Path, **save_args) -> Path:

@@ -1,0 +1,142 @@
+"""Evaluation: JPEG input vs restored PSNR/SSIM per quality on clean photos, with tables, CSV/JSON, plot and grids."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dequantizer.data.images import IMAGE_EXTENSIONS, jpeg_roundtrip_array, load_rgb, save_image_atomic
+from dequantizer.files import atomic_write
+from dequantizer.module import image_metrics
+from dequantizer.restore import Restorer
+
+
+@dataclass
+class Row:
+    quality: int
+    images: int
+    psnr_jpeg: float
+    psnr: float
+    ssim_jpeg: float
+    ssim: float
+    psnr_y_jpeg: float
+    psnr_y: float
+
+    @property
+    def gain(self) -> float:
+        return self.psnr - self.psnr_jpeg
+
+
+def y_psnr(restored: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """PSNR on the BT.601 luma (the Y of JPEG's YCbCr), per image, on [0, 1] inputs."""
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    luma = lambda x: (x * weights).sum(1, keepdim=True)  # noqa: E731
+    mse = ((luma(restored) - luma(target)) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-12)
+    return -10 * torch.log10(mse)
+
+
+def square_resize(rgb: np.ndarray, size: int) -> np.ndarray:
+    """The paper's protocol: the centre square of the photo, resized (Lanczos) to size x size."""
+    height, width = rgb.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = Image.fromarray(rgb[top : top + side, left : left + side])
+    return np.asarray(square.resize((size, size), Image.LANCZOS, reducing_gap=3.0))
+
+
+def image_paths(inputs: list[Path]) -> list[Path]:
+    paths = []
+    for item in inputs:
+        if item.is_dir():
+            paths += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        else:
+            paths.append(item)
+    return paths
+
+
+def evaluate(restorer: Restorer, photos: dict[str, np.ndarray], qualities: list[int], grid_dir: Path | None = None,
+             subsampling: str = "4:2:0") -> list[Row]:
+    """Mean per-image metrics of the JPEG input and the restored image, per quality."""
+    rows = []
+    for quality in qualities:
+        values: dict[str, list[float]] = {key: [] for key in ("pj", "p", "sj", "s", "yj", "y")}
+        for index, (name, rgb) in enumerate(photos.items()):
+            jpeg = jpeg_roundtrip_array(rgb, quality, subsampling)
+            restored = restorer.restore_array(jpeg)
+            to01 = lambda a: torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].float() / 255  # noqa: E731
+            target, jpeg01, restored01 = to01(rgb), to01(jpeg), to01(restored)
+            psnr_jpeg, ssim_jpeg = image_metrics(jpeg01, target)
+            psnr, ssim = image_metrics(restored01, target)
+            for key, value in zip(("pj", "p", "sj", "s", "yj", "y"),
+                                  (psnr_jpeg, psnr, ssim_jpeg, ssim, y_psnr(jpeg01, target), y_psnr(restored01, target)),
+                                  strict=True):
+                values[key].append(float(value))
+            if grid_dir is not None and index < 4:
+                grid = np.concatenate([jpeg, restored, rgb], axis=1)
+                save_image_atomic(Image.fromarray(grid), grid_dir / f"{Path(name).stem}_q{quality}.png")
+        mean = {key: float(np.mean(value)) for key, value in values.items()}
+        rows.append(Row(quality, len(photos), mean["pj"], mean["p"], mean["sj"], mean["s"], mean["yj"], mean["y"]))
+    return rows
+
+
+def format_table(rows: list[Row], title: str) -> str:
+    lines = [title, f"{'quality':>7} {'JPEG PSNR':>10} {'restored':>9} {'gain':>7} {'JPEG SSIM':>10} {'restored':>9} "
+             f"{'Y-PSNR gain':>12}"]
+    for row in rows:
+        lines.append(f"{row.quality:>7} {row.psnr_jpeg:>10.3f} {row.psnr:>9.3f} {row.gain:>+7.3f} {row.ssim_jpeg:>10.4f} "
+                     f"{row.ssim:>9.4f} {row.psnr_y - row.psnr_y_jpeg:>+12.3f}")
+    return "\n".join(lines)
+
+
+def write_reports(rows: list[Row], output: Path, metadata: dict) -> list[Path]:
+    """results.csv, results.json and gain.png (when matplotlib is installed) under ``output``."""
+    written = []
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[*asdict(rows[0]), "gain"])
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**asdict(row), "gain": row.gain})
+    written.append(atomic_write(output / "results.csv", buffer.getvalue()))
+    record = {"model": metadata, "rows": [{**asdict(row), "gain": row.gain} for row in rows]}
+    written.append(atomic_write(output / "results.json", json.dumps(record, indent=1) + "\n"))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return written
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    axis.plot([r.quality for r in rows], [r.gain for r in rows], marker="o", label="restored - JPEG")
+    axis.axhline(0, color="grey", linewidth=0.8)
+    axis.set_xlabel("JPEG quality")
+    axis.set_ylabel("RGB PSNR gain (dB)")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    plt.close(figure)
+    written.append(atomic_write(output / "gain.png", buffer.getvalue()))
+    return written
+
+
+def load_photos(paths: list[Path], square: int | None = None) -> tuple[dict[str, np.ndarray], list[str]]:
+    photos, failures = {}, []
+    for path in paths:
+        try:
+            rgb = load_rgb(path)
+        except Exception as error:  # any unreadable file: reported, the rest goes on
+            failures.append(f"{path}: cannot read it as an image ({error})")
+            continue
+        if square:
+            rgb = square_resize(rgb, square)
+        photos[str(path)] = rgb
+    return photos, failures
