@@ -74,9 +74,8 @@ def evaluate(restorer: Restorer, photos: dict[str, np.ndarray], qualities: list[
             target, jpeg01, restored01 = to01(rgb), to01(jpeg), to01(restored)
             psnr_jpeg, ssim_jpeg = image_metrics(jpeg01, target)
             psnr, ssim = image_metrics(restored01, target)
-            for key, value in zip(("pj", "p", "sj", "s", "yj", "y"),
-                                  (psnr_jpeg, psnr, ssim_jpeg, ssim, y_psnr(jpeg01, target), y_psnr(restored01, target)),
-                                  strict=True):
+            measured = (psnr_jpeg, psnr, ssim_jpeg, ssim, y_psnr(jpeg01, target), y_psnr(restored01, target))
+            for key, value in zip(("pj", "p", "sj", "s", "yj", "y"), measured, strict=True):
                 values[key].append(float(value))
             if grid_dir is not None and index < 4:
                 grid = np.concatenate([jpeg, restored, rgb], axis=1)
@@ -90,8 +89,10 @@ def format_table(rows: list[Row], title: str) -> str:
     lines = [title, f"{'quality':>7} {'JPEG PSNR':>10} {'restored':>9} {'gain':>7} {'JPEG SSIM':>10} {'restored':>9} "
              f"{'Y-PSNR gain':>12}"]
     for row in rows:
-        lines.append(f"{row.quality:>7} {row.psnr_jpeg:>10.3f} {row.psnr:>9.3f} {row.gain:>+7.3f} {row.ssim_jpeg:>10.4f} "
-                     f"{row.ssim:>9.4f} {row.psnr_y - row.psnr_y_jpeg:>+12.3f}")
+        lines.append(
+            f"{row.quality:>7} {row.psnr_jpeg:>10.3f} {row.psnr:>9.3f} {row.gain:>+7.3f} {row.ssim_jpeg:>10.4f} "
+            f"{row.ssim:>9.4f} {row.psnr_y - row.psnr_y_jpeg:>+12.3f}"
+        )
     return "\n".join(lines)
 
 

@@ -30,7 +30,9 @@ def check_targets(config: Any) -> None:
     if isinstance(config, dict):
         target = config.get("_target_")
         if target is not None and not str(target).startswith(ALLOWED_TARGET_PREFIXES):
-            raise DequantizerError(f"refusing to build {target!r}: model configs may only name {ALLOWED_TARGET_PREFIXES}")
+            raise DequantizerError(
+                f"refusing to build {target!r}: model configs may only name {ALLOWED_TARGET_PREFIXES}"
+            )
         for value in config.values():
             check_targets(value)
     elif isinstance(config, list):
@@ -143,7 +145,7 @@ class Restorer:
             window = blend_window(tile_h * s, tile_w * s, self.overlap * s)
             for first in range(0, len(boxes), self.batch_size):
                 batch = boxes[first : first + self.batch_size]
-                tiles = torch.stack([image[:, t : t + tile_h, l : l + tile_w] for t, l in batch])
+                tiles = torch.stack([image[:, top : top + tile_h, left : left + tile_w] for top, left in batch])
                 for (top, left), restored in zip(batch, self._run(tiles), strict=True):
                     region = np.s_[:, top * s : (top + tile_h) * s, left * s : (left + tile_w) * s]
                     out[region] += restored * window

@@ -70,7 +70,9 @@ def run_config(checkpoint_path: Path) -> dict[str, Any]:
     }
 
 
-def export_checkpoint(checkpoint_path: str | Path, output: str | Path, description: str = "", command: str = "") -> Path:
+def export_checkpoint(
+    checkpoint_path: str | Path, output: str | Path, description: str = "", command: str = ""
+) -> Path:
     """A training checkpoint's generator (EMA copy when kept) as safetensors, with architecture and training facts."""
     checkpoint_path = Path(checkpoint_path)
     checkpoint = read_checkpoint(checkpoint_path)

@@ -34,7 +34,7 @@ def colourful(size=(40, 30)):
 @pytest.mark.parametrize("mode", ["RGB", "L", "P", "CMYK", "RGBA", "LA", "I;16"])
 def test_round_trip_every_colour_mode(mode, weights):
     image = colourful().convert(mode) if mode != "I;16" else Image.fromarray(
-        (np.asarray(colourful().convert("L"), dtype=np.uint16) * 257))
+        np.asarray(colourful().convert("L"), dtype=np.uint16) * 257)
     jpeg = quantize(image, quality=10)
     restored = dequantize(jpeg, model=weights)
     assert restored.size == image.size

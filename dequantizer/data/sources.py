@@ -35,7 +35,9 @@ class FolderPhotos:
 
     def photo_paths(self) -> list[Path]:
         if not self.root.is_dir():
-            raise DequantizerError(f"photo folder {self.root} does not exist: set data.source.root to a folder of photos")
+            raise DequantizerError(
+                f"photo folder {self.root} does not exist: set data.source.root to a folder of photos"
+            )
         paths = sorted(
             path
             for path in self.root.rglob("*")
