@@ -107,6 +107,7 @@ class DequantizerGAN(L.LightningModule):
         )
         self.metrics = nn.ModuleDict({name: MeanMetric() for name in METRICS})
         self.example_grid: torch.Tensor | None = None  # JPEG | restored | original, from the last evaluation
+        self.test_results: dict[str, float] = {}
         self.skipped_steps = 0
 
     @property
