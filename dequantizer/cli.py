@@ -126,6 +126,32 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _download(args: argparse.Namespace) -> int:
+    from dequantizer.data import flickr
+
+    client = flickr.FlickrClient(flickr.api_key_from_environment(), calls_per_hour=args.calls_per_hour)
+    categories = flickr.imagenet_categories(args.categories)
+    stats = flickr.download_dataset(client, categories, args.out, args.per_category, args.license, args.workers,
+                                    progress=not args.quiet)
+    skipped = ", ".join(f"{count} {why}" for why, count in stats.skipped.items()) or "none"
+    print(f"{stats.downloaded} photos downloaded, {stats.already_done} categories already complete, "
+          f"skipped: {skipped} -> {args.out} (manifest.jsonl, ATTRIBUTION.txt)")
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from dequantizer.data import flickr
+
+    stats = flickr.prepare_dataset(args.source, args.out, args.size, args.val_fraction, args.seed)
+    print(f"{stats['photos']} photos of {stats['categories']} categories -> {stats['out']} "
+          f"({stats['train']} train / {stats['val']} val, split.json)")
+    print("photos per category: " + ", ".join(f"{n} photos: {c} categories"
+                                             for n, c in sorted(stats["photos_per_category"].items())))
+    if stats["skipped"]:
+        print("skipped: " + ", ".join(f"{count} {why}" for why, count in stats["skipped"].items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dequantizer", description="Restore JPEG-damaged photos.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -162,6 +188,24 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("-o", "--output", type=Path, help="folder for results.csv/.json, gain.png and grids")
     model_options(evaluate)
     evaluate.set_defaults(run=_evaluate)
+
+    download = commands.add_parser("download", help="download the paper's Flickr photos (needs FLICKR_API_KEY)")
+    download.add_argument("--per-category", type=int, default=10, help="newest photos per class (default 10)")
+    download.add_argument("--out", type=Path, default=Path("data/flickr"))
+    download.add_argument("--categories", type=Path, help="one search text a line (default: the 1000 ILSVRC classes)")
+    download.add_argument("--license", help="Flickr license ids, comma-separated (e.g. 4,5,9,10)")
+    download.add_argument("--calls-per-hour", type=float, default=3000, help="API rate limit (Flickr allows 3600)")
+    download.add_argument("--workers", type=int, default=4, help="parallel image downloads")
+    download.add_argument("-q", "--quiet", action="store_true")
+    download.set_defaults(run=_download)
+
+    prepare = commands.add_parser("prepare", help="square-crop, resize and split the downloaded photos")
+    prepare.add_argument("source", type=Path, help="the download folder")
+    prepare.add_argument("--size", type=int, default=96)
+    prepare.add_argument("--out", type=Path, help="default: SOURCE/prepared (what data=flickr reads)")
+    prepare.add_argument("--val-fraction", type=float, default=0.2)
+    prepare.add_argument("--seed", type=int, default=1234)
+    prepare.set_defaults(run=_prepare)
 
     export = commands.add_parser("export", help="export a training checkpoint's generator as safetensors")
     export.add_argument("checkpoint", type=Path)

@@ -84,9 +84,21 @@ class SamplePhotos(FolderPhotos):
 
 
 class FlickrPhotos(FolderPhotos):
-    """The prepared Flickr set: ``root/images/*.png`` and ``root/split.json`` written by ``dequantizer prepare``."""
+    """The prepared Flickr set: ``root/images/*.png`` and ``root/split.json`` written by ``dequantizer prepare``.
+
+    When it is missing and FLICKR_API_KEY is set, the paper's set (10 photos for each ILSVRC-2012 class, 96x96) is
+    downloaded into ``root``'s parent and prepared first.
+    """
 
     def photo_paths(self) -> list[Path]:
+        import os
+
+        from dequantizer.data import flickr
+
+        if not (self.root / "split.json").is_file() and os.environ.get(flickr.API_KEY_ENV):
+            client = flickr.FlickrClient(flickr.api_key_from_environment())
+            flickr.download_dataset(client, flickr.imagenet_categories(), self.root.parent, per_category=10)
+            flickr.prepare_dataset(self.root.parent, self.root, size=96)
         if not (self.root / "split.json").is_file():
             raise DequantizerError(
                 f"no prepared Flickr set at {self.root}: run `dequantizer download` and `dequantizer prepare` "
