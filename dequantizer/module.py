@@ -11,6 +11,7 @@ Images travel as uint8 from the DataModule; the networks see [-1, 1] (the paper'
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -272,3 +273,23 @@ def log_image_grid(trainer: L.Trainer, grid: torch.Tensor, key: str, epoch: int)
 
             image = torchvision.transforms.functional.to_pil_image(grid)
             save_image_atomic(image, Path(logger.log_dir) / "images" / f"val_epoch{epoch:03d}.png")
+
+
+class SaveOnPreemption(L.Callback):
+    """On SIGTERM (SLURM pre-emption, `kill`), Lightning stops after the current batch; this saves last.ckpt first,
+    so the rerun resumes mid-epoch instead of losing the epoch. Written to a temporary file, then renamed."""
+
+    def __init__(self, dirpath: str, filename: str = "last.ckpt"):
+        self.path = Path(dirpath) / filename
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if not isinstance(exception, SIGTERMException):
+            return
+        temporary = self.path.with_name(f".{self.path.name}.tmp")
+        trainer.save_checkpoint(temporary)
+        if trainer.is_global_zero:
+            os.replace(temporary, self.path)
+            log.warning("SIGTERM: saved %s at step %d; run the same command again to resume", self.path,
+                        trainer.global_step)

@@ -106,3 +106,35 @@ def test_bad_values_give_one_clear_line(tmp_path, samples_dir, overrides, messag
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_mid_epoch(tmp_path, samples_dir):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "samples").symlink_to(samples_dir)
+    overrides = [*QUICK, "data.samples_per_epoch=400", "trainer.max_epochs=1", "test=false"]
+    env = {**os.environ, "DEQUANTIZER_ROOT": str(tmp_path)}
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *overrides], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = ""
+    deadline = time.time() + 120
+    while "Epoch 0:  " not in seen and time.time() < deadline:  # the progress bar has started stepping
+        seen += process.stdout.read(1)
+    time.sleep(2)
+    process.send_signal(signal.SIGTERM)
+    output = seen + process.communicate(timeout=120)[0]
+    assert "SIGTERM: saved" in output, output[-2000:]
+    (run_dir,) = [path for path in (tmp_path / "outputs").iterdir() if path.is_dir()]
+    saved = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert 0 < saved["global_step"] < 100  # mid-epoch
+    rerun = run_train(tmp_path, *overrides, samples=samples_dir)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    finished = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert finished["global_step"] == 100  # the epoch was completed, not restarted
