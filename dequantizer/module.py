@@ -74,6 +74,7 @@ class DequantizerGAN(L.LightningModule):
         init_from: a checkpoint (.ckpt) or generator weights (.safetensors) to start from, e.g. the paper's Phi
             starting from Gimel. Ignored when resuming, since the resumed checkpoint holds newer weights.
         compile: ``torch.compile`` the generator and discriminator.
+        max_nonfinite_steps: a non-finite loss skips its step (with a warning); this many in a row stop the run.
     """
 
     def __init__(
@@ -89,12 +90,14 @@ class DequantizerGAN(L.LightningModule):
         init_from: str | None = None,
         compile: bool = False,
         num_logged_images: int = 4,
+        max_nonfinite_steps: int = 20,
     ):
         super().__init__()
         hparams = dict(
             generator=generator, discriminator=discriminator, loss=loss, optimizer_g=optimizer_g,
             optimizer_d=optimizer_d, scheduler=scheduler, clip_gradients=clip_gradients, ema_decay=ema_decay,
             init_from=init_from, compile=compile, num_logged_images=num_logged_images,
+            max_nonfinite_steps=max_nonfinite_steps,
         )  # fmt: skip
         self.save_hyperparameters({name: plain(value) for name, value in hparams.items()}, logger=False)
         self.automatic_optimization = False
@@ -109,7 +112,8 @@ class DequantizerGAN(L.LightningModule):
         self.metrics = nn.ModuleDict({name: MeanMetric() for name in METRICS})
         self.example_grid: torch.Tensor | None = None  # JPEG | restored | original, from the last evaluation
         self.test_results: dict[str, float] = {}
-        self.skipped_steps = 0
+        self.skipped_steps = 0  # non-finite steps skipped in this run
+        self.nonfinite_streak = 0
 
     @property
     def restoring_generator(self) -> nn.Module:
@@ -195,14 +199,25 @@ class DequantizerGAN(L.LightningModule):
             terms = self.loss(to_unit_range(restored), to_unit_range(real), fake_logits)
             if torch.isfinite(terms["total"]):
                 self._step(opt_g, terms["total"])
+                self.nonfinite_streak = 0
             else:
-                self.skipped_steps += 1
-                log.warning("non-finite generator loss at step %d: step skipped", self.global_step)
+                self._skip_nonfinite_step()
         if self.ema is not None:
             self.ema.update_parameters(self.generator)
         logs |= {f"train/loss_{name}" if name != "total" else "train/loss_g": value for name, value in terms.items()}
         self.log_dict({name: value.detach().float() for name, value in logs.items()}, prog_bar=False)
         self.log("train/loss", terms["total"].detach().float(), prog_bar=True)
+        self.log("train/skipped_steps", float(self.skipped_steps))
+
+    def _skip_nonfinite_step(self) -> None:
+        self.skipped_steps += 1
+        self.nonfinite_streak += 1
+        log.warning("non-finite generator loss at step %d: step skipped", self.global_step)
+        if self.nonfinite_streak >= self.hparams.max_nonfinite_steps:
+            raise DequantizerError(
+                f"{self.nonfinite_streak} non-finite losses in a row: training stopped, the last good checkpoint is "
+                "left as it was; lower the learning rate or set model.clip_gradients, then rerun to resume"
+            )
 
     def on_train_epoch_end(self) -> None:
         opt_g, opt_d = self.optimizers()

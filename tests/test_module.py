@@ -106,3 +106,19 @@ def test_init_from_errors_are_clear(tmp_path):
     model = tiny_model(tmp_path, f"model.init_from={tmp_path / 'bigger.ckpt'}")
     with pytest.raises(DequantizerError, match="different architecture"):
         model.setup("fit")
+
+
+def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path):
+    import pytest
+
+    from dequantizer.errors import DequantizerError
+
+    model = tiny_model(tmp_path, "loss=pixel", "model.max_nonfinite_steps=3")
+    model.generator.register_forward_hook(lambda module, inputs, output: output * float("nan"))
+    before = [p.detach().clone() for p in model.generator.parameters()]
+    with pytest.raises(DequantizerError, match="3 non-finite losses in a row"):
+        trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, max_epochs=5, limit_val_batches=0)
+        trainer.fit(model, train_dataloaders=batches())
+    assert model.skipped_steps == 3
+    assert all(torch.equal(a, b) for a, b in zip(before, model.generator.parameters(), strict=True))
