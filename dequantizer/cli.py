@@ -121,7 +121,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from dequantizer.weights import export_checkpoint
 
-    path = export_checkpoint(args.checkpoint, args.output, description=args.description, command=args.command)
+    path = export_checkpoint(args.checkpoint, args.output, description=args.description, command=args.command,
+                             max_quality=args.max_quality)
     print(f"wrote {path}")
     return 0
 
@@ -212,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("output", type=Path)
     export.add_argument("--description", default="")
     export.add_argument("--command", default="", help="the command that trained it, for the record")
+    export.add_argument("--max-quality", type=int, help="pass JPEG files above this quality through unchanged")
     export.set_defaults(run=_export)
     return parser
 

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dequantizer.data.images import IMAGE_EXTENSIONS, jpeg_roundtrip_array, load_rgb, save_image_atomic
+from dequantizer.data.images import IMAGE_EXTENSIONS, SUBSAMPLINGS, load_rgb, save_image_atomic
 from dequantizer.files import atomic_write
 from dequantizer.module import image_metrics
-from dequantizer.restore import Restorer
+from dequantizer.restore import Restorer, restore_image
 
 
 @dataclass
@@ -68,8 +68,13 @@ def evaluate(restorer: Restorer, photos: dict[str, np.ndarray], qualities: list[
     for quality in qualities:
         values: dict[str, list[float]] = {key: [] for key in ("pj", "p", "sj", "s", "yj", "y")}
         for index, (name, rgb) in enumerate(photos.items()):
-            jpeg = jpeg_roundtrip_array(rgb, quality, subsampling)
-            restored = restorer.restore_array(jpeg)
+            # Through a real JPEG file, as users restore them (its quantization tables are part of what it says).
+            buffer = io.BytesIO()
+            Image.fromarray(rgb).save(buffer, "JPEG", quality=quality, subsampling=SUBSAMPLINGS[subsampling])
+            with Image.open(buffer) as jpeg_file:
+                jpeg_file.load()
+                restored = np.asarray(restore_image(jpeg_file, restorer))
+                jpeg = np.asarray(jpeg_file.convert("RGB"))
             to01 = lambda a: torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].float() / 255  # noqa: E731
             target, jpeg01, restored01 = to01(rgb), to01(jpeg), to01(restored)
             psnr_jpeg, ssim_jpeg = image_metrics(jpeg01, target)

@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from PIL import Image, ImageOps
 from torch import nn
 
-from dequantizer.data.images import split_alpha
+from dequantizer.data.images import estimate_jpeg_quality, split_alpha
 from dequantizer.errors import DequantizerError
 from dequantizer.weights import generator_state_from_checkpoint, load_generator_state, read_checkpoint, read_metadata
 
@@ -204,12 +204,21 @@ def get_restorer(model: str | Path | None = None, device: str | torch.device | N
 
 def restore_image(image: Image.Image, restorer: Restorer) -> Image.Image:
     """Restore a PIL image of any mode: EXIF orientation applied, alpha passed through (resized with the image if
-    the model upsamples), greyscale stays greyscale, the ICC profile is kept."""
+    the model upsamples), greyscale stays greyscale, the ICC profile is kept.
+
+    A JPEG file says its quality in its quantization tables: above the model's ``max_quality`` (where it was
+    measured to do more harm than good) the pixels are passed through unchanged.
+    """
+    quality = estimate_jpeg_quality(image)
     image = ImageOps.exif_transpose(image)
     icc_profile = image.info.get("icc_profile")
     greyscale = image.mode in ("L", "LA", "I", "I;16", "I;16B", "I;16L", "1")
     rgb, alpha = split_alpha(image)
-    restored = Image.fromarray(restorer.restore_array(np.asarray(rgb)))
+    max_quality = restorer.metadata.get("max_quality")
+    if quality is not None and max_quality is not None and quality > max_quality and restorer.scale == 1:
+        restored = rgb.copy()
+    else:
+        restored = Image.fromarray(restorer.restore_array(np.asarray(rgb)))
     if greyscale:
         restored = restored.convert("L")
     if alpha is not None:

@@ -71,9 +71,13 @@ def run_config(checkpoint_path: Path) -> dict[str, Any]:
 
 
 def export_checkpoint(
-    checkpoint_path: str | Path, output: str | Path, description: str = "", command: str = ""
+    checkpoint_path: str | Path, output: str | Path, description: str = "", command: str = "",
+    max_quality: int | None = None,
 ) -> Path:
-    """A training checkpoint's generator (EMA copy when kept) as safetensors, with architecture and training facts."""
+    """A training checkpoint's generator (EMA copy when kept) as safetensors, with architecture and training facts.
+
+    ``max_quality``: JPEG files above this quality are passed through by ``dequantize`` (measure it first).
+    """
     checkpoint_path = Path(checkpoint_path)
     checkpoint = read_checkpoint(checkpoint_path)
     hparams = checkpoint.get("hyper_parameters", {})
@@ -88,6 +92,7 @@ def export_checkpoint(
         "epoch": checkpoint.get("epoch"),
         "global_step": checkpoint.get("global_step"),
         "validation": {"val/psnr": round(float(score), 4)} if score is not None else {},
+        "max_quality": max_quality,
         **run_config(checkpoint_path),
     }
     return save_generator(generator_state_from_checkpoint(checkpoint), output, metadata)

@@ -32,6 +32,28 @@ def jpeg_roundtrip(image: Image.Image, quality: int, subsampling: str = "4:2:0")
         return decoded.convert(image.mode)
 
 
+# The IJG (libjpeg) luminance table that quality scales, in natural order (what Pillow's `quantization` holds).
+IJG_LUMINANCE = np.array([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+])  # fmt: skip
+
+
+def ijg_luminance_table(quality: int) -> np.ndarray:
+    scale = 5000 / quality if quality < 50 else 200 - 2 * quality
+    return np.clip((IJG_LUMINANCE * scale + 50) // 100, 1, 255)
+
+
+def estimate_jpeg_quality(image: Image.Image) -> int | None:
+    """The IJG quality whose luminance table is nearest to this JPEG's, or None when it is not a JPEG file."""
+    tables = getattr(image, "quantization", None)
+    if not tables or 0 not in tables or len(tables[0]) != 64:
+        return None
+    table = np.asarray(tables[0])
+    return int(min(range(1, 101), key=lambda q: np.abs(ijg_luminance_table(q) - table).sum()))
+
+
 def jpeg_roundtrip_array(rgb: np.ndarray, quality: int, subsampling: str = "4:2:0") -> np.ndarray:
     """``jpeg_roundtrip`` for an HxWx3 uint8 array."""
     return np.asarray(jpeg_roundtrip(Image.fromarray(rgb), quality, subsampling))

@@ -1,0 +1,38 @@
+"""The shipped default model, on real weights: it must beat the JPEG input on photos it never saw."""
+
+import numpy as np
+import torch
+
+from dequantizer import dequantize, quantize
+from dequantizer.module import image_metrics
+from dequantizer.restore import DEFAULT_MODEL, shipped_models
+from dequantizer.weights import read_metadata
+
+
+def test_default_model_is_shipped_with_its_metadata():
+    assert DEFAULT_MODEL in shipped_models()
+    metadata = read_metadata(shipped_models()[DEFAULT_MODEL])
+    assert metadata["qualities"] == [1, 95]
+    assert metadata["generator"]["_target_"] == "dequantizer.models.Generator"
+    assert "train.py experiment=blind" in metadata["command"]
+
+
+def test_default_model_beats_jpeg_at_quality_10(samples_dir):
+    # scikit-image's photos: never part of the wallpapers the model was trained on
+    crops = []
+    for name, (top, left) in {"astronaut": (100, 150), "chelsea": (60, 120), "coffee": (150, 200),
+                              "rocket": (40, 40)}.items():
+        from PIL import Image
+
+        photo = np.asarray(Image.open(samples_dir / f"{name}.png").convert("RGB"))
+        crops.append(photo[top : top + 128, left : left + 128])
+    gains = []
+    for crop in crops:
+        jpeg = np.asarray(quantize(Image.fromarray(crop), quality=10))
+        restored = np.asarray(dequantize(Image.fromarray(jpeg)))
+        to01 = lambda a: torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].float() / 255  # noqa: E731
+        psnr_jpeg, _ = image_metrics(to01(jpeg), to01(crop))
+        psnr, _ = image_metrics(to01(restored), to01(crop))
+        gains.append(float(psnr - psnr_jpeg))
+    assert np.mean(gains) > 0.5, gains
+    assert min(gains) > 0, gains
