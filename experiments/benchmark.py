@@ -65,8 +65,8 @@ def beta_batches(count: int, batch_size: int = 16, size: int = 96) -> DataLoader
     return DataLoader(TensorDataset(jpeg, target, torch.full((count * batch_size,), 50)), batch_size=batch_size)
 
 
-def beta_model():
-    cfg = compose_config(["experiment=beta", "loss.content.pretrained=false"])
+def beta_model(compile: bool = False):
+    cfg = compose_config(["experiment=beta", "loss.content.pretrained=false", f"model.compile={compile}"])
     return instantiate(cfg.model, loss=cfg.loss)
 
 
@@ -81,13 +81,13 @@ class StepTimer(L.Callback):
         self.times.append(time.perf_counter() - self.start)
 
 
-def default_steps(steps: int, warmup: int) -> list[float]:
+def default_steps(steps: int, warmup: int, compile: bool = False) -> list[float]:
     """The project's real training step: DequantizerGAN under Lightning, bf16-mixed, channels_last."""
     timer = StepTimer()
     trainer = L.Trainer(accelerator="cpu", precision="bf16-mixed", max_epochs=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, callbacks=[timer])
-    trainer.fit(beta_model(), train_dataloaders=beta_batches(warmup + steps))
+    trainer.fit(beta_model(compile), train_dataloaders=beta_batches(warmup + steps))
     return timer.times[warmup:]
 
 
@@ -189,6 +189,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--megapixels", type=float, default=12.0)
     parser.add_argument("--make-train", action="store_true", help="also time `make train` end to end")
+    parser.add_argument("--compile", action="store_true", help="also time the default with model.compile=true")
     parser.add_argument("--restoration-child", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="bf16", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -214,6 +215,11 @@ def main() -> None:
           f"({flops / 1e9:.0f} GFLOP/step -> {flops / default_s / 1e9:.0f} GFLOP/s, "
           f"{flops / default_s / 1e9 / peak_bf16:.0%} of bf16 matmul peak)")
     print(f"  speed-up             : {naive_s / default_s:6.2f}x")
+    if args.compile:
+        start = time.perf_counter()
+        compiled = median(default_steps(args.steps, args.warmup + 1, compile=True))
+        print(f"  default + compile    : {compiled:6.3f} s/step  {16 / compiled:6.1f} images/s  "
+              f"speed-up {naive_s / compiled:.2f}x (compiling and timing took {time.perf_counter() - start:.0f} s)")
 
     for precision in ("bf16", "fp32"):
         record = restoration(args.megapixels, precision)
