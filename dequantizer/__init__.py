@@ -25,11 +25,11 @@ def quantize(image: ImageSource, quality: int = 10, subsampling: str = "4:2:0") 
 
     Colour images come back RGB, greyscale ones L; alpha is passed through untouched.
     """
-    from dequantizer.data.images import jpeg_roundtrip, split_alpha
+    from dequantizer.data.images import GREYSCALE_MODES, jpeg_roundtrip, split_alpha
     from dequantizer.restore import open_image
 
     image = ImageOps.exif_transpose(open_image(image))
-    greyscale = image.mode in ("L", "LA", "I", "I;16", "I;16B", "I;16L", "1")
+    greyscale = image.mode in GREYSCALE_MODES
     rgb, alpha = split_alpha(image)
     out = jpeg_roundtrip(rgb.convert("L") if greyscale else rgb, quality, subsampling)
     if alpha is not None:

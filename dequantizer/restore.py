@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from PIL import Image, ImageOps
 from torch import nn
 
-from dequantizer.data.images import estimate_jpeg_quality, split_alpha
+from dequantizer.data.images import GREYSCALE_MODES, estimate_jpeg_quality, split_alpha
 from dequantizer.errors import DequantizerError
 from dequantizer.weights import generator_state_from_checkpoint, load_generator_state, read_checkpoint, read_metadata
 
@@ -212,7 +212,7 @@ def restore_image(image: Image.Image, restorer: Restorer) -> Image.Image:
     quality = estimate_jpeg_quality(image)
     image = ImageOps.exif_transpose(image)
     icc_profile = image.info.get("icc_profile")
-    greyscale = image.mode in ("L", "LA", "I", "I;16", "I;16B", "I;16L", "1")
+    greyscale = image.mode in GREYSCALE_MODES
     rgb, alpha = split_alpha(image)
     max_quality = restorer.metadata.get("max_quality")
     if quality is not None and max_quality is not None and quality > max_quality and restorer.scale == 1:

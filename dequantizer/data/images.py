@@ -13,6 +13,7 @@ from dequantizer.files import atomic_write
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 SUBSAMPLINGS = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
+GREYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L")  # restored and quantized as greyscale
 
 
 def check_quality(quality: int) -> int:
