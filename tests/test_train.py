@@ -138,3 +138,41 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_mid_epoch(tmp_path, sa
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     finished = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     assert finished["global_step"] == 100  # the epoch was completed, not restarted
+
+
+def test_ddp_with_two_cpu_processes(tmp_path, samples_dir):
+    """trainer=ddp runs (gloo on CPU here; NCCL on GPUs), metrics synced, one table printed by rank 0."""
+    result = run_train(tmp_path, "experiment=alef", "data=samples", *FAST, "trainer=ddp", "trainer.accelerator=cpu",
+                       "trainer.devices=2", "trainer.sync_batchnorm=false", "trainer.max_epochs=1",
+                       samples=samples_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("held-out crops") == 1
+    assert "world_size: 2" in result.stdout + result.stderr or "Initializing distributed: GLOBAL_RANK: 1" in (
+        result.stdout + result.stderr)
+    (run_dir,) = [path for path in (tmp_path / "outputs").iterdir() if path.is_dir()]
+    # 8 crops over 2 ranks of batch 4: one batch per rank, i.e. one D step and one G step
+    assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 2
+
+
+def test_optuna_search_runs_two_trials(tmp_path, samples_dir):
+    result = run_train(tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=2", *FAST, "trainer.max_epochs=1",
+                       "test=false", multirun=True, samples=samples_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "Best value:" in output and output.count("#0 :") == 1 and output.count("#1 :") == 1
+    assert (tmp_path / "outputs" / "optimization_results.yaml").is_file()
+
+
+def test_slurm_launcher_config_composes(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "hydra/launcher=slurm", "trainer=gpu", "experiment=beta",
+         "--cfg", "hydra"],
+        capture_output=True, text=True, cwd=tmp_path, env={"DEQUANTIZER_ROOT": str(tmp_path), "PATH": ""},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "SlurmLauncher" in result.stdout and "max_num_timeout: 20" in result.stdout
