@@ -50,6 +50,26 @@ def samples_dir(tmp_path_factory) -> Path:
     return root
 
 
+TINY_GENERATOR = {"_target_": "dequantizer.models.Generator", "channels": 8, "num_residual_blocks": 1,
+                  "batch_norm": False, "output_activation": None, "image_residual": True, "space_to_depth": 2}
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory) -> Path:
+    """A tiny generator with a non-identity correction, exported as safetensors like a shipped model."""
+    import torch
+
+    from dequantizer.models import Generator
+    from dequantizer.weights import save_generator
+
+    torch.manual_seed(0)
+    generator = Generator(**{key: value for key, value in TINY_GENERATOR.items() if key != "_target_"})
+    torch.nn.init.normal_(generator.tail.weight, std=0.01)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_generator(generator.state_dict(), path, {"generator": TINY_GENERATOR, "qualities": [1, 95]})
+    return path
+
+
 def run_train(root: Path, *overrides: str, samples: Path | None = None, multirun: bool = False, env=None,
               timeout: int = 300) -> subprocess.CompletedProcess:
     """Run train.py as a user would, with all outputs under ``root``."""

@@ -8,22 +8,6 @@ from PIL import Image, ImageCms
 from dequantizer import dequantize, quantize
 from dequantizer.cli import main
 from dequantizer.errors import DequantizerError
-from dequantizer.models import Generator
-from dequantizer.weights import save_generator
-
-GENERATOR_CONFIG = {"_target_": "dequantizer.models.Generator", "channels": 8, "num_residual_blocks": 1,
-                    "batch_norm": False, "output_activation": None, "image_residual": True, "space_to_depth": 2}
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    config = {key: value for key, value in GENERATOR_CONFIG.items() if key != "_target_"}
-    generator = Generator(**config)
-    torch.nn.init.normal_(generator.tail.weight, std=0.01)
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    save_generator(generator.state_dict(), path, {"generator": GENERATOR_CONFIG, "qualities": [1, 95]})
-    return path
 
 
 def colourful(size=(40, 30)):

@@ -180,7 +180,8 @@ class JpegDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
-        self.skipped: list[str] = []
+        self.skipped: list[str] = []  # unreadable files
+        self.too_small: list[str] = []  # photos smaller than the crop
 
     # -- split ---------------------------------------------------------------------------------------------------------
     def split(self, paths: list[Path]) -> dict[str, list[Path]]:
@@ -233,10 +234,10 @@ class JpegDataModule(L.LightningDataModule):
                 continue
             height, width = photo.shape[:2]
             if min(height, width) < self.crop_size:
-                raise DequantizerError(
-                    f"data.crop_size={self.crop_size} is larger than photo {path.name} ({width}x{height}): "
-                    "lower data.crop_size or remove the small photos"
-                )
+                log.warning("skipping %s: %dx%d is smaller than data.crop_size=%d", path, width, height,
+                            self.crop_size)
+                self.too_small.append(f"{path.name} ({width}x{height})")
+                continue
             photos.append(photo)
         return photos
 
@@ -247,6 +248,13 @@ class JpegDataModule(L.LightningDataModule):
         train_photos, val_photos = self._load(split["train"]), self._load(split["val"])
         if self.skipped:
             log.warning("skipped %d unreadable files", len(self.skipped))
+        if self.too_small:
+            log.warning("skipped %d photos smaller than data.crop_size=%d", len(self.too_small), self.crop_size)
+        if (not train_photos or not val_photos) and self.too_small:
+            raise DequantizerError(
+                f"data.crop_size={self.crop_size} is larger than photo {self.too_small[0]} and the other photos of the "
+                f"train or val split: lower data.crop_size or add larger photos"
+            )
         if not train_photos or not val_photos:
             raise DequantizerError(f"no readable photos left in the train or val split under {self.source.root}")
         length = self.samples_per_epoch or len(train_photos)
