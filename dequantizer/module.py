@@ -10,8 +10,8 @@ Images travel as uint8 from the DataModule; the networks see [-1, 1] (the paper'
 
 from __future__ import annotations
 
+import io
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import lightning as L
 import torch
 import torchvision
 from hydra.utils import instantiate
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -27,6 +28,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from dequantizer.errors import DequantizerError
+from dequantizer.files import atomic_write
 from dequantizer.losses import GeneratorLoss, discriminator_loss
 
 log = logging.getLogger(__name__)
@@ -290,9 +292,19 @@ def log_image_grid(trainer: L.Trainer, grid: torch.Tensor, key: str, epoch: int)
             save_image_atomic(image, Path(logger.log_dir) / "images" / f"val_epoch{epoch:03d}.png")
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file and renamed: a process killed mid-write leaves the previous
+    last.ckpt intact (Lightning's own writer truncates the file first)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write(path, buffer.getvalue())
+
+
 class SaveOnPreemption(L.Callback):
     """On SIGTERM (SLURM pre-emption, `kill`), Lightning stops after the current batch; this saves last.ckpt first,
-    so the rerun resumes mid-epoch instead of losing the epoch. Written to a temporary file, then renamed."""
+    so the rerun resumes mid-epoch instead of losing the epoch."""
 
     def __init__(self, dirpath: str, filename: str = "last.ckpt"):
         self.path = Path(dirpath) / filename
@@ -302,9 +314,7 @@ class SaveOnPreemption(L.Callback):
 
         if not isinstance(exception, SIGTERMException):
             return
-        temporary = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(temporary)
+        trainer.save_checkpoint(self.path)
         if trainer.is_global_zero:
-            os.replace(temporary, self.path)
             log.warning("SIGTERM: saved %s at step %d; run the same command again to resume", self.path,
                         trainer.global_step)

@@ -119,25 +119,25 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_mid_epoch(tmp_path, sa
 
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "samples").symlink_to(samples_dir)
-    overrides = [*QUICK, "data.samples_per_epoch=400", "trainer.max_epochs=1", "test=false"]
+    overrides = [*QUICK, "data.samples_per_epoch=2000", "trainer.max_epochs=1", "test=false"]
     env = {**os.environ, "DEQUANTIZER_ROOT": str(tmp_path)}
     process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *overrides], cwd=tmp_path, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = ""
     deadline = time.time() + 120
-    while "Epoch 0:  " not in seen and time.time() < deadline:  # the progress bar has started stepping
+    while "val crops" not in seen and time.time() < deadline:  # the data is ready, training starts
         seen += process.stdout.read(1)
-    time.sleep(2)
+    time.sleep(8)
     process.send_signal(signal.SIGTERM)
     output = seen + process.communicate(timeout=120)[0]
     assert "SIGTERM: saved" in output, output[-2000:]
     (run_dir,) = [path for path in (tmp_path / "outputs").iterdir() if path.is_dir()]
     saved = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
-    assert 0 < saved["global_step"] < 100  # mid-epoch
+    assert 0 < saved["global_step"] < 500  # mid-epoch
     rerun = run_train(tmp_path, *overrides, samples=samples_dir)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     finished = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
-    assert finished["global_step"] == 100  # the epoch was completed, not restarted
+    assert finished["global_step"] == 500  # the epoch was completed, not restarted
 
 
 def test_ddp_with_two_cpu_processes(tmp_path, samples_dir):
@@ -176,3 +176,31 @@ def test_slurm_launcher_config_composes(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "SlurmLauncher" in result.stdout and "max_num_timeout: 20" in result.stdout
+
+
+def test_sigkill_mid_epoch_then_rerun_resumes_from_last_epoch(tmp_path, samples_dir):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "samples").symlink_to(samples_dir)
+    overrides = [*QUICK, "data.samples_per_epoch=800", "trainer.max_epochs=2", "test=false"]
+    env = {**os.environ, "DEQUANTIZER_ROOT": str(tmp_path)}
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *overrides], cwd=tmp_path, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while not list(tmp_path.glob("outputs/*/checkpoints/last.ckpt")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.5)  # into epoch 1
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    (last,) = tmp_path.glob("outputs/*/checkpoints/last.ckpt")
+    assert read_checkpoint(last)["global_step"] == 200  # intact: epoch 0's state, never half-written
+    rerun = run_train(tmp_path, *overrides, samples=samples_dir)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert read_checkpoint(last)["global_step"] == 400
