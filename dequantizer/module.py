@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import io
 import logging
+import random
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torchvision
 from hydra.utils import instantiate
@@ -165,6 +167,26 @@ class DequantizerGAN(L.LightningModule):
         schedulers = [instantiate(self.hparams.scheduler, optimizer=opt) for opt in (opt_g, opt_d)]
         return [opt_g, opt_d], schedulers
 
+    # -- random state: a resumed run continues the random stream instead of replaying it from the seed -------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        _, keys, position, *_ = np.random.get_state()
+        version, python_state, gauss = random.getstate()
+        checkpoint["rng_states"] = {
+            "python": torch.tensor(python_state, dtype=torch.int64),
+            "python_gauss": gauss,
+            "numpy": torch.from_numpy(keys.astype(np.int64)),
+            "numpy_position": int(position),
+            "torch": torch.get_rng_state(),
+        }  # plain tensors and numbers: loadable with weights_only=True
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states")
+        if not states:
+            return
+        random.setstate((3, tuple(states["python"].tolist()), states["python_gauss"]))
+        np.random.set_state(("MT19937", states["numpy"].numpy().astype(np.uint32), states["numpy_position"], 0, 0.0))
+        torch.set_rng_state(states["torch"])
+
     # -- training ------------------------------------------------------------------------------------------------------
     def _step(self, optimizer, loss: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -221,15 +243,18 @@ class DequantizerGAN(L.LightningModule):
                 "left as it was; lower the learning rate or set model.clip_gradients, then rerun to resume"
             )
 
-    def on_train_epoch_end(self) -> None:
-        opt_g, opt_d = self.optimizers()
-        self.log_dict({"train/lr_g": opt_g.param_groups[0]["lr"], "train/lr_d": opt_d.param_groups[0]["lr"]})
+    def on_train_epoch_start(self) -> None:
+        # Bring the per-epoch schedulers to this epoch. Stepping here rather than at epoch end keeps a resumed run on
+        # schedule: last.ckpt is written at validation end, before the epoch-end hooks would have stepped them.
         schedulers = self.lr_schedulers()
         if schedulers:
             scheduler_g, scheduler_d = schedulers
-            scheduler_g.step()
-            if self.loss.uses_discriminator:  # D is not trained (or stepped) in pixel-only runs
-                scheduler_d.step()
+            while scheduler_g.last_epoch < self.current_epoch:
+                scheduler_g.step()
+            while self.loss.uses_discriminator and scheduler_d.last_epoch < self.current_epoch:
+                scheduler_d.step()  # D is neither trained nor scheduled in pixel-only runs
+        opt_g, opt_d = self.optimizers()
+        self.log_dict({"train/lr_g": opt_g.param_groups[0]["lr"], "train/lr_d": opt_d.param_groups[0]["lr"]})
 
     # -- evaluation ----------------------------------------------------------------------------------------------------
     @torch.no_grad()
