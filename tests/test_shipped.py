@@ -36,3 +36,16 @@ def test_default_model_beats_jpeg_at_quality_10(samples_dir):
         gains.append(float(psnr - psnr_jpeg))
     assert np.mean(gains) > 0.5, gains
     assert min(gains) > 0, gains
+
+
+def test_quantized_images_carry_their_quality_and_high_quality_passes_through(samples_dir):
+    from PIL import Image
+
+    from dequantizer.data.images import estimate_jpeg_quality
+
+    photo = Image.open(samples_dir / "coffee.png").convert("RGB").crop((0, 0, 128, 96))
+    for quality in (10, 90):
+        jpeg = quantize(photo, quality=quality)
+        assert estimate_jpeg_quality(jpeg) == quality
+        restored = np.asarray(dequantize(jpeg))
+        assert np.array_equal(restored, np.asarray(jpeg)) == (quality == 90)  # above the model's max quality (75)

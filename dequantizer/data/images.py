@@ -30,7 +30,9 @@ def jpeg_roundtrip(image: Image.Image, quality: int, subsampling: str = "4:2:0")
     image.save(buffer, format="JPEG", quality=check_quality(quality), subsampling=SUBSAMPLINGS[subsampling])
     buffer.seek(0)
     with Image.open(buffer) as decoded:
-        return decoded.convert(image.mode)
+        decoded.load()
+    # Kept as the decoded JPEG when possible: its quantization tables tell `dequantize` the quality.
+    return decoded if decoded.mode == image.mode else decoded.convert(image.mode)
 
 
 # The IJG (libjpeg) luminance table that quality scales, in natural order (what Pillow's `quantization` holds).
