@@ -108,21 +108,28 @@ def test_bad_values_give_one_clear_line(tmp_path, samples_dir, overrides, messag
     assert "Traceback" not in result.stderr
 
 
-def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_mid_epoch(tmp_path, samples_dir):
+def start_train(root, samples, overrides, output):
+    """train.py in the background, as a process to signal."""
     import os
-    import signal
     import subprocess
     import sys
-    import time
 
     from conftest import ROOT
 
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "samples").symlink_to(samples_dir)
+    (root / "data").mkdir()
+    (root / "data" / "samples").symlink_to(samples)
+    env = {**os.environ, "DEQUANTIZER_ROOT": str(root)}
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *overrides], cwd=root, env=env, stdout=output,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_mid_epoch(tmp_path, samples_dir):
+    import signal
+    import subprocess
+    import time
+
     overrides = [*QUICK, "data.samples_per_epoch=2000", "trainer.max_epochs=1", "test=false"]
-    env = {**os.environ, "DEQUANTIZER_ROOT": str(tmp_path)}
-    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *overrides], cwd=tmp_path, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = start_train(tmp_path, samples_dir, overrides, subprocess.PIPE)
     seen = ""
     deadline = time.time() + 120
     while "val crops" not in seen and time.time() < deadline:  # the data is ready, training starts
@@ -179,20 +186,12 @@ def test_slurm_launcher_config_composes(tmp_path):
 
 
 def test_sigkill_mid_epoch_then_rerun_resumes_from_last_epoch(tmp_path, samples_dir):
-    import os
     import signal
     import subprocess
-    import sys
     import time
 
-    from conftest import ROOT
-
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "samples").symlink_to(samples_dir)
     overrides = [*QUICK, "data.samples_per_epoch=800", "trainer.max_epochs=2", "test=false"]
-    env = {**os.environ, "DEQUANTIZER_ROOT": str(tmp_path)}
-    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *overrides], cwd=tmp_path, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_train(tmp_path, samples_dir, overrides, subprocess.DEVNULL)
     deadline = time.time() + 180
     while not list(tmp_path.glob("outputs/*/checkpoints/last.ckpt")) and time.time() < deadline:
         time.sleep(0.2)
