@@ -16,6 +16,16 @@ from torch import nn
 ActivationFactory = Callable[[], nn.Module]
 
 
+def to_model_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1], channels_last (what the convolutions run fastest on)."""
+    return (images.float() / 127.5 - 1.0).contiguous(memory_format=torch.channels_last)
+
+
+def to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] network output -> [0, 1]."""
+    return (images.float() + 1.0) / 2.0
+
+
 def _prelu() -> nn.Module:
     return nn.PReLU()
 

@@ -32,6 +32,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from dequantizer.errors import DequantizerError
 from dequantizer.files import atomic_write
 from dequantizer.losses import GeneratorLoss, discriminator_loss
+from dequantizer.models import to_model_range, to_unit_range
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +42,6 @@ METRICS = ("psnr", "ssim", "psnr_jpeg", "ssim_jpeg")
 def plain(config: Any) -> Any:
     """OmegaConf -> plain Python containers, so checkpoints load with ``torch.load(weights_only=True)``."""
     return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else config
-
-
-def to_model_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1], channels_last (what the convolutions run fastest on)."""
-    return (images.float() / 127.5 - 1.0).contiguous(memory_format=torch.channels_last)
-
-
-def to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] network output -> [0, 1]."""
-    return (images.float() + 1.0) / 2.0
 
 
 def image_metrics(restored: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

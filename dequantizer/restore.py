@@ -19,6 +19,7 @@ from torch import nn
 
 from dequantizer.data.images import GREYSCALE_MODES, estimate_jpeg_quality, split_alpha
 from dequantizer.errors import DequantizerError
+from dequantizer.models import to_model_range, to_unit_range
 from dequantizer.weights import generator_state_from_checkpoint, load_generator_state, read_checkpoint, read_metadata
 
 # Config targets a weights file may name: building a generator must never call arbitrary code.
@@ -117,10 +118,10 @@ class Restorer:
     @torch.inference_mode()
     def _run(self, tiles: torch.Tensor) -> torch.Tensor:
         """uint8 NCHW tiles -> float [0, 1] NCHW restored tiles on the CPU."""
-        inputs = (tiles.to(self.device).float() / 127.5 - 1).contiguous(memory_format=torch.channels_last)
+        inputs = to_model_range(tiles.to(self.device))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             out = self.generator(inputs)
-        return ((out.float() + 1) / 2).clamp(0, 1).cpu()
+        return to_unit_range(out).clamp(0, 1).cpu()
 
     def restore_array(self, rgb: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 -> (sH)x(sW)x3 uint8."""

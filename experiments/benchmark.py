@@ -31,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import dequantizer.config  # noqa: F401  (registers resolvers)
 from dequantizer.losses import discriminator_loss
-from dequantizer.module import to_model_range, to_unit_range
+from dequantizer.models import to_model_range, to_unit_range
 
 ROOT = Path(__file__).resolve().parents[1]
 
