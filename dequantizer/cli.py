@@ -11,7 +11,9 @@ from dequantizer.errors import DequantizerError
 
 
 def _error(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
+    from tqdm import tqdm
+
+    tqdm.write(f"error: {message}", file=sys.stderr)  # on its own line, even under a progress bar
 
 
 def _inputs(inputs: list[Path]) -> list[tuple[Path, Path]]:
