@@ -126,7 +126,7 @@ class DequantizerGAN(L.LightningModule):
             self.discriminator.compile()
 
     def load_initial_weights(self, path: str) -> None:
-        from dequantizer.weights import load_generator_state, read_checkpoint
+        from dequantizer.weights import generator_state_from_checkpoint, load_generator_state, read_checkpoint
 
         file = Path(path)
         if not file.is_file():
@@ -137,11 +137,13 @@ class DequantizerGAN(L.LightningModule):
             if file.suffix == ".safetensors":
                 self.generator.load_state_dict(load_generator_state(file))
             else:
-                state = read_checkpoint(file)["state_dict"]
-                for name in ("generator", "discriminator"):
-                    part = {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + ".")}
-                    if part:
-                        getattr(self, name).load_state_dict(part)
+                # The generator that was validated and exported: the EMA copy when the run kept one.
+                checkpoint = read_checkpoint(file)
+                self.generator.load_state_dict(generator_state_from_checkpoint(checkpoint))
+                state = checkpoint["state_dict"]
+                discriminator = {k[len("discriminator.") :]: v for k, v in state.items() if k.startswith("discriminator.")}
+                if discriminator:
+                    self.discriminator.load_state_dict(discriminator)
         except RuntimeError as error:
             raise DequantizerError(
                 f"model.init_from={path} holds a different architecture: {str(error).splitlines()[0]}"

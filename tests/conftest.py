@@ -17,7 +17,12 @@ import dequantizer.config  # noqa: F401  (registers resolvers)
 from dequantizer.data import SamplePhotos
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPERIMENTS = sorted(path.stem for path in (ROOT / "conf" / "experiment").glob("*.yaml"))
+# Every selectable experiment, e.g. "beta" and "ours/beta" (ours/base.yaml is shared by the ours/* files).
+EXPERIMENTS = sorted(
+    path.relative_to(ROOT / "conf" / "experiment").with_suffix("").as_posix()
+    for path in (ROOT / "conf" / "experiment").rglob("*.yaml")
+    if path.stem != "base"
+)
 # Small and fast: random-weight VGG, tiny crops, a few steps, no W&B.
 FAST = [
     "loss.content.pretrained=false",

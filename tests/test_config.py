@@ -18,7 +18,8 @@ def test_the_paper_experiments_exist():
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_instantiates(experiment, tmp_path):
     cfg = compose_config([f"experiment={experiment}", "loss.content.pretrained=false", "logger=csv"], tmp_path)
-    assert cfg.experiment_name == experiment and cfg.run_name == f"{experiment}-loss.content.pretrained=false"
+    name = experiment.replace("/", "-")
+    assert cfg.experiment_name == name and cfg.run_name == f"{name}-loss.content.pretrained=false"
     for key in ("data.quality", "data.batch_size", "data.crop_size", "model.generator.num_residual_blocks",
                 "model.generator.num_upsample_blocks", "loss.content.pretrained", "ckpt_path", "seed"):
         OmegaConf.select(cfg, key, throw_on_missing=True)
@@ -46,6 +47,22 @@ def test_paper_recipes(experiment, quality, blocks, tmp_path):
     assert cfg.data.source._target_ == f"{FlickrPhotos.__module__.rsplit('.', 1)[0]}.FlickrPhotos"
     if experiment == "phi":
         assert cfg.model.init_from == str(tmp_path / "outputs" / "gimel" / "checkpoints" / "best.ckpt")
+
+
+@pytest.mark.parametrize(
+    "experiment, quality, blocks",
+    [("alef", 1, 5), ("beta", 50, 5), ("gimel", 1, 10), ("phi", 50, 10)],
+)
+def test_our_recipes_of_the_paper_experiments_train_offline(experiment, quality, blocks, tmp_path):
+    cfg = compose_config([f"experiment=ours/{experiment}"], tmp_path)
+    assert cfg.experiment_name == f"ours-{experiment}"
+    assert cfg.data.quality == quality and cfg.model.generator.num_residual_blocks == blocks
+    assert cfg.data.crop_size == 96 and cfg.data.batch_size == 16 and cfg.model.generator.channels == 64
+    assert cfg.model.generator.batch_norm and cfg.model.generator.image_residual
+    assert cfg.loss.pixel.weight == 1 and cfg.loss.content.weight == 0 and cfg.loss.adversarial.weight == 0
+    assert cfg.data.source._target_.endswith("FolderPhotos") and cfg.data.source.root.endswith("wallpapers")
+    init = cfg.model.init_from
+    assert init == (str(tmp_path / "outputs" / "ours-gimel" / "checkpoints" / "best.ckpt") if experiment == "phi" else None)
 
 
 def test_command_line_overrides_name_the_run(tmp_path):

@@ -90,7 +90,20 @@ def test_init_from_loads_another_runs_weights(tmp_path):
     model.setup("fit")
     for a, b in zip(source.generator.state_dict().values(), model.generator.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+    for a, b in zip(source.discriminator.state_dict().values(), model.discriminator.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
     assert isinstance(model, DequantizerGAN)
+
+
+def test_init_from_takes_the_ema_generator_when_the_run_kept_one(tmp_path):
+    source = tiny_model(tmp_path, "model.ema_decay=0.5")
+    fit(source, max_epochs=1, limit_val_batches=0).save_checkpoint(tmp_path / "ema.ckpt")
+    ema, raw = source.ema.module.state_dict(), source.generator.state_dict()
+    assert any(not torch.equal(ema[key], raw[key]) for key in raw)
+    model = tiny_model(tmp_path, f"model.init_from={tmp_path / 'ema.ckpt'}")
+    model.setup("fit")
+    for key, value in model.generator.state_dict().items():
+        assert torch.equal(value, ema[key]), key
 
 
 def test_init_from_errors_are_clear(tmp_path):
