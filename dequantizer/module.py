@@ -141,7 +141,8 @@ class DequantizerGAN(L.LightningModule):
                 checkpoint = read_checkpoint(file)
                 self.generator.load_state_dict(generator_state_from_checkpoint(checkpoint))
                 state = checkpoint["state_dict"]
-                discriminator = {k[len("discriminator.") :]: v for k, v in state.items() if k.startswith("discriminator.")}
+                prefix = "discriminator."
+                discriminator = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
                 if discriminator:
                     self.discriminator.load_state_dict(discriminator)
         except RuntimeError as error:

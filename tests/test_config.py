@@ -61,8 +61,8 @@ def test_our_recipes_of_the_paper_experiments_train_offline(experiment, quality,
     assert cfg.model.generator.batch_norm and cfg.model.generator.image_residual
     assert cfg.loss.pixel.weight == 1 and cfg.loss.content.weight == 0 and cfg.loss.adversarial.weight == 0
     assert cfg.data.source._target_.endswith("FolderPhotos") and cfg.data.source.root.endswith("wallpapers")
-    init = cfg.model.init_from
-    assert init == (str(tmp_path / "outputs" / "ours-gimel" / "checkpoints" / "best.ckpt") if experiment == "phi" else None)
+    gimel = str(tmp_path / "outputs" / "ours-gimel" / "checkpoints" / "best.ckpt")
+    assert cfg.model.init_from == (gimel if experiment == "phi" else None)
 
 
 def test_command_line_overrides_name_the_run(tmp_path):
