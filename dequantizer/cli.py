@@ -89,8 +89,12 @@ def _models(args: argparse.Namespace) -> int:
         default = " (default)" if name == DEFAULT_MODEL else ""
         print(f"{name}{default}: {meta.get('description', '')}")
         print(f"  JPEG qualities: {meta.get('qualities', '?')}, trained on: {meta.get('training_data', '?')}")
-        if "validation" in meta:
-            print(f"  validation: {meta['validation']}")
+        validation = meta.get("validation", {})
+        if "val/psnr_jpeg" in validation:
+            print(f"  validation: PSNR {validation['val/psnr']:.3f} dB (JPEG input {validation['val/psnr_jpeg']:.3f}),"
+                  f" SSIM {validation['val/ssim']:.4f} (JPEG input {validation['val/ssim_jpeg']:.4f})")
+        elif validation:
+            print(f"  validation: {validation}")
         if "command" in meta:
             print(f"  made by: {meta['command']}")
     return 0

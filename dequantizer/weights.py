@@ -61,13 +61,27 @@ def run_config(checkpoint_path: Path) -> dict[str, Any]:
     if not attempts:
         return {}
     config = OmegaConf.load(attempts[-1])
+    quality = OmegaConf.select(config, "data.quality")
     return {
-        "qualities": OmegaConf.to_container(config.data.quality) if "data" in config else None,
+        "qualities": OmegaConf.to_container(quality) if OmegaConf.is_config(quality) else quality,  # [lo, hi] or one
         "training_data": f"{config.data.source._target_.rsplit('.', 1)[-1]} {Path(str(config.data.source.root)).name}"
         if "data" in config and "source" in config.data
         else None,
         "experiment": config.get("experiment_name"),
     }
+
+
+def validation_record(checkpoint_path: Path, best_psnr: float) -> dict[str, float]:
+    """The validation that made ``best_psnr`` best, JPEG input beside it, from the run's CSV logs (if it kept them)."""
+    import csv
+
+    for metrics in sorted(checkpoint_path.resolve().parent.parent.glob("runs/*/csv/version_*/metrics.csv")):
+        with metrics.open() as file:
+            for row in csv.DictReader(file):
+                if row.get("val/psnr") and abs(float(row["val/psnr"]) - best_psnr) < 1e-4:
+                    keys = ("val/psnr", "val/psnr_jpeg", "val/ssim", "val/ssim_jpeg")
+                    return {key: round(float(row[key]), 4) for key in keys if row.get(key)}
+    return {"val/psnr": round(best_psnr, 4)}
 
 
 def export_checkpoint(
@@ -91,7 +105,7 @@ def export_checkpoint(
         "command": command,
         "epoch": checkpoint.get("epoch"),
         "global_step": checkpoint.get("global_step"),
-        "validation": {"val/psnr": round(float(score), 4)} if score is not None else {},
+        "validation": validation_record(checkpoint_path, float(score)) if score is not None else {},
         "max_quality": max_quality,
         **run_config(checkpoint_path),
     }

@@ -33,6 +33,20 @@ def test_overfit_rises_above_the_jpeg_input(tmp_path, samples_dir):
     assert list(tmp_path.glob("outputs/*/runs/*/comparison.png"))
     assert list(tmp_path.glob("outputs/*/runs/*/csv/version_0/images/val_epoch000.png"))
 
+    # the trained generator exported as a user would ship it, with the facts of its run
+    from dequantizer.cli import main
+    from dequantizer.weights import read_metadata
+
+    (best,) = tmp_path.glob("outputs/*/checkpoints/best.ckpt")
+    assert main(["export", str(best), str(tmp_path / "quick.safetensors"), "--command", "python train.py"]) == 0
+    metadata = read_metadata(tmp_path / "quick.safetensors")
+    assert metadata["qualities"] == 10 and metadata["experiment"] == "quick"
+    assert metadata["command"] == "python train.py"
+    assert metadata["training_data"] == "SamplePhotos samples"
+    validation = metadata["validation"]
+    assert abs(validation["val/psnr"] - max(psnr)) < 1e-3 and abs(validation["val/psnr_jpeg"] - jpeg) < 1e-3
+    assert main(["models"]) == 0  # the shipped ones still list
+
 
 def test_rerun_resumes_from_last_checkpoint(tmp_path, samples_dir):
     first = run_train(tmp_path, *QUICK, "trainer.max_epochs=1", "test=false", samples=samples_dir)
