@@ -51,7 +51,7 @@ def test_every_named_model_has_its_record_and_beats_jpeg_at_its_quality(name, sa
     qualities = metadata["qualities"]
     quality = qualities if isinstance(qualities, int) else 10  # blind models: quality 10
     gains = psnr_gains(samples_dir, quality, model=name)
-    assert np.mean(gains) > 0.1, gains
+    assert np.mean(gains) > 0.05, gains
 
 
 def test_quantized_images_carry_their_quality_and_high_quality_passes_through(samples_dir):
