@@ -33,15 +33,17 @@ dequantizer export outputs/blind-gan/checkpoints/best.ckpt dequantizer/pretraine
   --command "python train.py experiment=blind_gan logger=csv" --max-quality 75
 dequantizer evaluate data/samples -m blind-gan --quality 1 10 20 30 50 75 -o experiments/results/blind-gan
 
-# 4. The paper's four experiments by our recipe (conf/experiment/ours/): ~8-15 min each.
+# 4. The paper's four experiments by our recipe (conf/experiment/ours/): 15, 15, 17 and 30 minutes.
 for name in alef beta gimel phi; do  # phi starts from gimel, as in the paper
   python train.py experiment=ours/$name logger=csv
 done
 for name in alef beta gimel phi; do
   quality=$([ "$name" = alef ] || [ "$name" = gimel ] && echo 1 || echo 50)
+  from=$([ "$name" = phi ] && echo ", from gimel" || true)
+  before=$([ "$name" = phi ] && echo "python train.py experiment=ours/gimel logger=csv && " || true)
   dequantizer export outputs/ours-$name/checkpoints/best.ckpt dequantizer/pretrained/$name.safetensors \
-    --description "the paper's ${name} (JPEG quality $quality) trained by our recipe: paper generator + image residual, L1" \
-    --command "python train.py experiment=ours/$name logger=csv"
+    --description "the paper's $name (JPEG quality $quality$from) trained by our recipe: paper generator + image residual, L1" \
+    --command "${before}python train.py experiment=ours/$name logger=csv"
   dequantizer evaluate data/samples -m $name --square 96 --quality $quality -o experiments/results/$name-paper-protocol
   dequantizer evaluate data/samples -m $name --quality $quality -o experiments/results/$name
 done
