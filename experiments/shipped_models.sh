@@ -19,21 +19,14 @@ python -c "from dequantizer.data import SamplePhotos; SamplePhotos('data/samples
 # 2. The blind default model (JPEG quality 1-95): 5000 steps (~45 min), then 2000 more from its best (~18 min).
 python train.py experiment=blind logger=csv
 python train.py experiment=blind_stage2 logger=csv
-dequantizer export outputs/blind-stage2/checkpoints/best.ckpt dequantizer/pretrained/blind.safetensors \
+dequantizer export outputs/blind_stage2/checkpoints/best.ckpt dequantizer/pretrained/blind.safetensors \
   --description "blind restorer for JPEG quality 1-95 (PSNR-oriented: L1 loss, image residual)" \
   --command "python train.py experiment=blind logger=csv && python train.py experiment=blind_stage2 logger=csv" \
   --max-quality 75  # measured: gain > 0 up to q75
 dequantizer evaluate data/samples --quality 1 5 10 20 30 40 50 60 70 75 80 90 95 -o experiments/results/blind
 dequantizer evaluate data/samples --square 96 --quality 1 50 -o experiments/results/blind-paper-protocol
 
-# 3. blind-gan: the default model fine-tuned as a GAN (sharper, lower PSNR), ~15 min.
-python train.py experiment=blind_gan logger=csv
-dequantizer export outputs/blind-gan/checkpoints/best.ckpt dequantizer/pretrained/blind-gan.safetensors \
-  --description "blind restorer fine-tuned as a GAN (L1 + adversarial): sharper texture, lower PSNR than blind" \
-  --command "python train.py experiment=blind_gan logger=csv" --max-quality 75
-dequantizer evaluate data/samples -m blind-gan --quality 1 10 20 30 50 75 -o experiments/results/blind-gan
-
-# 4. The paper's four experiments by our recipe (conf/experiment/ours/): 15, 15, 17 and 30 minutes.
+# 3. The paper's four experiments by our recipe (conf/experiment/ours/): 15, 15, 17 and 30 minutes.
 for name in alef beta gimel phi; do  # phi starts from gimel, as in the paper
   python train.py experiment=ours/$name logger=csv
 done
