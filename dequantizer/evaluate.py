@@ -34,6 +34,11 @@ class Row:
         return self.psnr - self.psnr_jpeg
 
 
+def to_unit_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 -> 1x3xHxW float in [0, 1], what ``image_metrics`` takes."""
+    return torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float() / 255
+
+
 def y_psnr(restored: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """PSNR on the BT.601 luma (the Y of JPEG's YCbCr), per image, on [0, 1] inputs."""
     weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
@@ -75,8 +80,7 @@ def evaluate(restorer: Restorer, photos: dict[str, np.ndarray], qualities: list[
                 jpeg_file.load()
                 restored = np.asarray(restore_image(jpeg_file, restorer))
                 jpeg = np.asarray(jpeg_file.convert("RGB"))
-            to01 = lambda a: torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].float() / 255  # noqa: E731
-            target, jpeg01, restored01 = to01(rgb), to01(jpeg), to01(restored)
+            target, jpeg01, restored01 = to_unit_tensor(rgb), to_unit_tensor(jpeg), to_unit_tensor(restored)
             psnr_jpeg, ssim_jpeg = image_metrics(jpeg01, target)
             psnr, ssim = image_metrics(restored01, target)
             measured = (psnr_jpeg, psnr, ssim_jpeg, ssim, y_psnr(jpeg01, target), y_psnr(restored01, target))

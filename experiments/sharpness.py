@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dequantizer.evaluate import image_paths, load_photos
+from dequantizer.evaluate import image_paths, load_photos, to_unit_tensor
+from dequantizer.module import image_metrics
 from dequantizer.restore import get_restorer, restore_image
 
 
@@ -26,8 +27,8 @@ def detail(rgb: np.ndarray) -> float:
 
 
 def psnr(image: np.ndarray, target: np.ndarray) -> float:
-    mse = np.mean((image.astype(np.float64) - target.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0**2 / max(mse, 1e-12)))
+    """The same per-image RGB PSNR as training and `dequantizer evaluate`."""
+    return float(image_metrics(to_unit_tensor(image), to_unit_tensor(target))[0])
 
 
 def main() -> None:

@@ -17,11 +17,10 @@ import dequantizer.config  # noqa: F401  (registers resolvers)
 from dequantizer.data import SamplePhotos
 
 ROOT = Path(__file__).resolve().parents[1]
-# Every selectable experiment, e.g. "beta" and "ours/beta" (ours/base.yaml is shared by the ours/* files).
+# Every selectable experiment, e.g. "beta" and "ours/beta".
 EXPERIMENTS = sorted(
     path.relative_to(ROOT / "conf" / "experiment").with_suffix("").as_posix()
     for path in (ROOT / "conf" / "experiment").rglob("*.yaml")
-    if path.stem != "base"
 )
 # Small and fast: random-weight VGG, tiny crops, a few steps, no W&B.
 FAST = [

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-import torch
 
 from dequantizer import dequantize, quantize
+from dequantizer.evaluate import to_unit_tensor
 from dequantizer.module import image_metrics
 from dequantizer.restore import DEFAULT_MODEL, shipped_models
 from dequantizer.weights import read_metadata
@@ -29,9 +29,8 @@ def psnr_gains(samples_dir, quality, model=None):
         crop = photo[top : top + 128, left : left + 128]
         jpeg = np.asarray(quantize(Image.fromarray(crop), quality=quality))
         restored = np.asarray(dequantize(Image.fromarray(jpeg), model=model))
-        to01 = lambda a: torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].float() / 255  # noqa: E731
-        psnr_jpeg, _ = image_metrics(to01(jpeg), to01(crop))
-        psnr, _ = image_metrics(to01(restored), to01(crop))
+        psnr_jpeg, _ = image_metrics(to_unit_tensor(jpeg), to_unit_tensor(crop))
+        psnr, _ = image_metrics(to_unit_tensor(restored), to_unit_tensor(crop))
         gains.append(float(psnr - psnr_jpeg))
     return gains
 
