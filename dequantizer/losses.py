@@ -18,7 +18,12 @@ from dequantizer.errors import DequantizerError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-PIXEL_LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss, "smooth_l1": F.smooth_l1_loss}
+def charbonnier_loss(prediction: torch.Tensor, target: torch.Tensor, epsilon: float = 1e-3) -> torch.Tensor:
+    """sqrt((x - y)^2 + eps^2): L1 with a smooth minimum (the restoration literature's usual choice)."""
+    return torch.sqrt((prediction - target) ** 2 + epsilon**2).mean()
+
+
+PIXEL_LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss, "smooth_l1": F.smooth_l1_loss, "charbonnier": charbonnier_loss}
 
 
 def pixel_loss(prediction: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> torch.Tensor:

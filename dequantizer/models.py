@@ -1,6 +1,9 @@
-"""The paper's networks: an SRResNet-style generator and an SRGAN-style discriminator.
+"""The networks: the paper's SRResNet-style generator, the shipped default's multi-scale quality-aware restorer
+(``QualityUNet``), and an SRGAN-style discriminator.
 
-Plain ``nn.Module``s that know nothing of Lightning. Both work on images in [-1, 1] (the paper's tanh range).
+Plain ``nn.Module``s that know nothing of Lightning. All work on images in [-1, 1] (the paper's tanh range).
+Generators take ``forward(x, quality=None)``: ``quality`` is the JPEG quality (1-100) per image, used by
+quality-aware networks and ignored by blind ones.
 Activations are factories (``functools.partial`` or a class) so that every use gets its own module: the paper's code
 shared one PReLU between all residual blocks.
 """
@@ -115,7 +118,8 @@ class Generator(nn.Module):
             nn.init.zeros_(self.tail.weight)
             nn.init.zeros_(self.tail.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, quality: torch.Tensor | None = None) -> torch.Tensor:
+        """``quality`` is ignored: the paper's generator does not know how hard its input was compressed."""
         features = self.head(self.fold(x))
         features = features + self.body(features)  # the long skip from the first conv
         out = self.output_activation(self.unfold(self.tail(self.upsample(features))))
@@ -123,6 +127,127 @@ class Generator(nn.Module):
             skip = x if self.scale == 1 else F.interpolate(x, scale_factor=self.scale, mode="bilinear")
             out = out + skip
         return out
+
+
+QUALITY_EMBEDDING = 128  # width of the quality embedding that every conditioned block reads its scale/shift from
+
+
+class ConditionedBlock(nn.Module):
+    """conv -> per-channel scale and shift from the quality embedding -> ReLU -> conv, plus the block's input.
+
+    The scale/shift layer starts at zero (no modulation) and the second conv small, so a deep stack starts near the
+    identity without normalisation layers (none here: a tile must not depend on the other tiles of its batch).
+    """
+
+    def __init__(self, channels: int, conditioned: bool):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.activation = nn.ReLU(inplace=True)
+        self.modulation = nn.Linear(QUALITY_EMBEDDING, 2 * channels) if conditioned else None
+        with torch.no_grad():
+            self.conv2.weight.mul_(0.1)
+            if self.modulation is not None:
+                nn.init.zeros_(self.modulation.weight)
+                nn.init.zeros_(self.modulation.bias)
+
+    def forward(self, x: torch.Tensor, embedding: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.conv1(x)
+        if self.modulation is not None:
+            scale, shift = self.modulation(embedding)[:, :, None, None].chunk(2, dim=1)
+            h = h * (1 + scale) + shift
+        return x + self.conv2(self.activation(h))
+
+
+class QualityUNet(nn.Module):
+    """A multi-scale, quality-aware blind JPEG restorer (the shipped default's network).
+
+    The image is folded 2x2 into channels, then an encoder runs at 1/2, 1/4 and 1/8 of the resolution: at 1/8 one
+    position is one 8x8 JPEG block (tiles and training crops start on the JPEG grid), and its convolutions see the
+    neighbouring blocks and 16x16 chroma blocks of 4:2:0. A small head predicts the JPEG quality from the 1/8
+    features (used when the caller does not know it); the quality, known or predicted, is embedded and modulates every
+    decoder block (per-channel scale and shift). The decoder climbs back with additive skips and the network predicts
+    a correction to all three RGB planes (chroma as well as luma), added to the input.
+
+    Args:
+        channels: widths of the 1/2, 1/4 and 1/8 levels.
+        encoder_blocks, decoder_blocks: residual blocks per level, encoder (unconditioned) and decoder (conditioned).
+        quality_aware: False builds the same U-Net blind (no quality head, no modulation): for ablations.
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int] = (64, 128, 256),
+        encoder_blocks: Sequence[int] = (2, 2, 4),
+        decoder_blocks: Sequence[int] = (2, 2, 4),
+        quality_aware: bool = True,
+    ):
+        super().__init__()
+        if not len(channels) == len(encoder_blocks) == len(decoder_blocks) == 3:
+            raise ValueError("channels, encoder_blocks and decoder_blocks need one entry per level (1/2, 1/4, 1/8)")
+        if min(encoder_blocks) < 0 or min(decoder_blocks) < 0 or min(channels) < 1:
+            raise ValueError("block counts must be >= 0 and channels >= 1")
+        self.scale = 1
+        self.fold, self.unfold = nn.PixelUnshuffle(2), nn.PixelShuffle(2)
+        self.head = nn.Conv2d(3 * 4, channels[0], 3, padding=1)
+        self.encoder = nn.ModuleList(
+            nn.ModuleList(ConditionedBlock(width, conditioned=False) for _ in range(count))
+            for width, count in zip(channels, encoder_blocks, strict=True)
+        )
+        self.down = nn.ModuleList(
+            nn.Conv2d(channels[level], channels[level + 1], 2, stride=2) for level in range(2)
+        )
+        self.up = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(channels[level + 1], channels[level] * 4, 1), nn.PixelShuffle(2))
+            for level in range(2)
+        )
+        self.decoder = nn.ModuleList(
+            nn.ModuleList(ConditionedBlock(width, conditioned=quality_aware) for _ in range(count))
+            for width, count in zip(channels, decoder_blocks, strict=True)
+        )
+        if quality_aware:
+            self.quality_head = nn.Sequential(
+                nn.Linear(channels[2], 64), nn.ReLU(inplace=True), nn.Linear(64, 1), nn.Sigmoid()
+            )
+            self.quality_embedding = nn.Sequential(
+                nn.Linear(1, QUALITY_EMBEDDING), nn.SiLU(), nn.Linear(QUALITY_EMBEDDING, QUALITY_EMBEDDING), nn.SiLU()
+            )
+        self.tail = nn.Conv2d(channels[0], 3 * 4, 3, padding=1)
+        nn.init.zeros_(self.tail.weight)  # starts at the identity: output = input
+        nn.init.zeros_(self.tail.bias)
+
+    def forward(
+        self, x: torch.Tensor, quality: torch.Tensor | None = None, return_quality: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Restored image; with ``return_quality`` also the predicted quality (1-100, shape (N,)).
+
+        ``quality`` (1-100 per image, or None to use the predicted one) sets how hard the decoder restores.
+        """
+        height, width = x.shape[-2:]
+        pad_h, pad_w = -height % 16, -width % 16  # whole 1/8-level positions: replicate the edge, as JPEG does
+        padded = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+        skips = []
+        h = self.head(self.fold(padded))
+        for level, blocks in enumerate(self.encoder):
+            for block in blocks:
+                h = block(h)
+            if level < 2:
+                skips.append(h)
+                h = self.down[level](h)
+        predicted = embedding = None
+        if hasattr(self, "quality_head"):
+            with torch.autocast(x.device.type, enabled=False):
+                predicted = self.quality_head(h.float().mean(dim=(2, 3))).squeeze(1) * 99 + 1
+            condition = predicted.detach() if quality is None else quality.to(x.device, torch.float32).reshape(-1)
+            embedding = self.quality_embedding((condition / 100).expand(x.shape[0])[:, None])
+        for level in (2, 1, 0):
+            for block in self.decoder[level]:
+                h = block(h, embedding)
+            if level > 0:
+                h = self.up[level - 1](h) + skips[level - 1]
+        out = padded + self.unfold(self.tail(h))
+        out = out[..., :height, :width]
+        return (out, predicted) if return_quality else out
 
 
 class Discriminator(nn.Module):

@@ -24,6 +24,7 @@ import torchvision
 from hydra.utils import instantiate
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
+import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric
@@ -70,6 +71,8 @@ class DequantizerGAN(L.LightningModule):
             starting from Gimel. Ignored when resuming, since the resumed checkpoint holds newer weights.
         compile: ``torch.compile`` the generator and discriminator.
         max_nonfinite_steps: a non-finite loss skips its step (with a warning); this many in a row stop the run.
+        quality_weight: weight of the quality head's L1 loss (JPEG quality / 100), for generators that predict the
+            quality of their input (``QualityUNet``); such generators are told the true quality while training.
     """
 
     def __init__(
@@ -86,13 +89,14 @@ class DequantizerGAN(L.LightningModule):
         compile: bool = False,
         num_logged_images: int = 4,
         max_nonfinite_steps: int = 20,
+        quality_weight: float = 0.1,
     ):
         super().__init__()
         hparams = dict(
             generator=generator, discriminator=discriminator, loss=loss, optimizer_g=optimizer_g,
             optimizer_d=optimizer_d, scheduler=scheduler, clip_gradients=clip_gradients, ema_decay=ema_decay,
             init_from=init_from, compile=compile, num_logged_images=num_logged_images,
-            max_nonfinite_steps=max_nonfinite_steps,
+            max_nonfinite_steps=max_nonfinite_steps, quality_weight=quality_weight,
         )  # fmt: skip
         self.save_hyperparameters({name: plain(value) for name, value in hparams.items()}, logger=False)
         self.automatic_optimization = False
@@ -104,7 +108,10 @@ class DequantizerGAN(L.LightningModule):
             if ema_decay
             else None
         )
-        self.metrics = nn.ModuleDict({name: MeanMetric() for name in METRICS})
+        self.predicts_quality = hasattr(self.generator, "quality_head")
+        # quality_error: mean absolute error of the predicted JPEG quality, for generators that predict it.
+        metrics = METRICS + ("quality_error",) if self.predicts_quality else METRICS
+        self.metrics = nn.ModuleDict({name: MeanMetric() for name in metrics})
         self.example_grid: torch.Tensor | None = None  # JPEG | restored | original, from the last evaluation
         self.test_results: dict[str, float] = {}
         self.skipped_steps = 0  # non-finite steps skipped in this run
@@ -191,11 +198,18 @@ class DequantizerGAN(L.LightningModule):
         optimizer.step()
 
     def training_step(self, batch, batch_idx: int) -> None:
-        jpeg, target, _ = batch
+        jpeg, target, quality = batch
         inputs, real = to_model_range(jpeg), to_model_range(target)
         opt_g, opt_d = self.optimizers()
-        restored = self.generator(inputs)  # the one generator forward of this batch
         logs: dict[str, torch.Tensor] = {}
+        # The one generator forward of this batch. A quality-aware generator is told the true quality (so its body
+        # learns what each quality needs) and its head learns to predict it, for inputs whose quality is unknown.
+        if self.predicts_quality:
+            restored, predicted = self.generator(inputs, quality, return_quality=True)
+            quality_loss = F.l1_loss(predicted.float(), quality.float()) / 100
+            logs["train/loss_quality"] = quality_loss
+        else:
+            restored, quality_loss = self.generator(inputs), None
 
         fake_logits = None
         if self.loss.uses_discriminator:
@@ -215,6 +229,8 @@ class DequantizerGAN(L.LightningModule):
             if self.loss.uses_discriminator:
                 fake_logits = self.discriminator(restored)
             terms = self.loss(to_unit_range(restored), to_unit_range(real), fake_logits)
+            if quality_loss is not None:
+                terms["total"] = terms["total"] + self.hparams.quality_weight * quality_loss
             if torch.isfinite(terms["total"]):
                 self._step(opt_g, terms["total"])
                 self.nonfinite_streak = 0
@@ -252,13 +268,16 @@ class DequantizerGAN(L.LightningModule):
 
     # -- evaluation ----------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def restore(self, jpeg: torch.Tensor) -> torch.Tensor:
-        """uint8 JPEG batch -> restored float [0, 1] batch (clamped)."""
-        return to_unit_range(self.restoring_generator(to_model_range(jpeg))).clamp(0, 1)
-
     def _evaluate(self, batch, batch_idx: int) -> None:
-        jpeg, target, _ = batch
-        restored = self.restore(jpeg)
+        jpeg, target, quality = batch
+        inputs = to_model_range(jpeg)
+        # Told the true quality, as a JPEG file's tables tell it; the head's own estimate is scored beside.
+        if self.predicts_quality:
+            out, predicted = self.restoring_generator(inputs, quality, return_quality=True)
+            self.metrics["quality_error"].update((predicted.float() - quality.float()).abs())
+        else:
+            out = self.restoring_generator(inputs)
+        restored = to_unit_range(out).clamp(0, 1)
         jpeg01, target01 = jpeg.float() / 255, target.float() / 255
         psnr, ssim = image_metrics(restored, target01)
         psnr_jpeg, ssim_jpeg = image_metrics(jpeg01, target01)

@@ -32,9 +32,16 @@ def generator_state_from_checkpoint(checkpoint: dict[str, Any]) -> dict[str, tor
     return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
 
 
-def save_generator(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, Any]) -> Path:
-    """Generator weights as safetensors; ``metadata`` (architecture config, training facts) stored as JSON strings."""
+def save_generator(
+    state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, Any], half: bool = False
+) -> Path:
+    """Generator weights as safetensors; ``metadata`` (architecture config, training facts) stored as JSON strings.
+
+    ``half`` stores floating-point weights as fp16 (half the file; loading casts them back to the model's fp32,
+    and inference in bf16 rounds more coarsely than fp16 storage does)."""
     tensors = {key: value.detach().contiguous().cpu() for key, value in state.items()}
+    if half:
+        tensors = {key: value.half() if value.is_floating_point() else value for key, value in tensors.items()}
     text = {key: json.dumps(value) for key, value in metadata.items()}
     return atomic_write(path, save(tensors, metadata=text))
 
@@ -86,11 +93,12 @@ def validation_record(checkpoint_path: Path, best_psnr: float) -> dict[str, floa
 
 def export_checkpoint(
     checkpoint_path: str | Path, output: str | Path, description: str = "", command: str = "",
-    max_quality: int | None = None,
+    max_quality: int | None = None, half: bool = False, training_data: str | None = None,
 ) -> Path:
     """A training checkpoint's generator (EMA copy when kept) as safetensors, with architecture and training facts.
 
     ``max_quality``: JPEG files above this quality are passed through by ``dequantize`` (measure it first).
+    ``half``: store the weights as fp16. ``training_data``: what the model was trained on, and its terms.
     """
     checkpoint_path = Path(checkpoint_path)
     checkpoint = read_checkpoint(checkpoint_path)
@@ -109,4 +117,6 @@ def export_checkpoint(
         "max_quality": max_quality,
         **run_config(checkpoint_path),
     }
-    return save_generator(generator_state_from_checkpoint(checkpoint), output, metadata)
+    if training_data:
+        metadata["training_data"] = training_data
+    return save_generator(generator_state_from_checkpoint(checkpoint), output, metadata, half=half)

@@ -2,7 +2,8 @@
 
 Every source photo is decoded once into a uint8 array. Training pairs are random: a crop of ``crop_size + 8`` (random
 flips and 90-degree turns) is JPEG-compressed, then re-cropped to ``crop_size`` at a random offset so the network sees
-every alignment of the 8x8 JPEG grid. Validation pairs are fixed (seeded crops, fixed qualities) and made once, so
+every alignment of the 8x8 JPEG grid; or, for ``1 - grid_shift_fraction`` of the crops, at offset 0, on the grid, as
+JPEG files and the restorer's tiles are. Validation pairs are fixed (seeded crops, fixed qualities) and made once, so
 numbers compare across runs. The split is by source photo (and photo group), made once, seeded and saved as JSON.
 """
 
@@ -57,14 +58,32 @@ def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1).contiguous()
 
 
+def draw_quality(quality: tuple[int, int], focus: tuple[int, int] | None, focus_fraction: float) -> int:
+    """A training quality: from ``focus`` with probability ``focus_fraction`` (FBCNN: 10-60, three times in four),
+    else uniformly from the whole ``quality`` range."""
+    if focus is not None and random.random() < focus_fraction:
+        return random.randint(*focus)
+    return random.randint(*quality)
+
+
 class RandomJpegPairs(Dataset):
     """``length`` random training pairs per epoch, cycling through the photos."""
 
     def __init__(
-        self, photos: list[np.ndarray], crop_size: int, quality: tuple[int, int], length: int, subsampling: str
+        self,
+        photos: list[np.ndarray],
+        crop_size: int,
+        quality: tuple[int, int],
+        length: int,
+        subsampling: str,
+        focus_quality: tuple[int, int] | None = None,
+        focus_fraction: float = 0.0,
+        grid_shift_fraction: float = 1.0,
     ):
         self.photos, self.crop_size, self.quality = photos, crop_size, quality
         self.length, self.subsampling = length, subsampling
+        self.focus_quality, self.focus_fraction = focus_quality, focus_fraction
+        self.grid_shift_fraction = grid_shift_fraction
 
     def __len__(self) -> int:
         return self.length
@@ -81,9 +100,11 @@ class RandomJpegPairs(Dataset):
         if random.random() < 0.5:
             patch = patch[:, ::-1]
         patch = np.ascontiguousarray(patch)
-        quality = random.randint(*self.quality)
+        quality = draw_quality(self.quality, self.focus_quality, self.focus_fraction)
         jpeg = jpeg_roundtrip_array(patch, quality, self.subsampling)
         dy, dx = random.randint(0, shift), random.randint(0, shift)
+        if random.random() >= self.grid_shift_fraction:
+            dy = dx = 0  # on the JPEG grid
         window = np.s_[dy : dy + self.crop_size, dx : dx + self.crop_size]
         return to_tensor(jpeg[window]), to_tensor(patch[window]), quality
 
@@ -142,6 +163,9 @@ class JpegDataModule(L.LightningDataModule):
         source: a photo source (``SamplePhotos``, ``FolderPhotos``, ``FlickrPhotos``).
         quality: JPEG quality, an int, or ``[low, high]`` drawn per training sample (blind training).
         crop_size: side of the square training/validation crops (the paper: 96).
+        focus_quality: ``[low, high]`` inside ``quality`` drawn ``focus_fraction`` of the time (blind training
+            weighted towards the qualities that matter most), or None for uniform draws over ``quality``.
+        grid_shift_fraction: share of training crops whose 8x8 JPEG grid is shifted; the others sit on the grid.
         samples_per_epoch: training pairs per epoch; ``None`` means one per training photo.
         val_crops_per_photo: fixed validation crops taken from each validation photo.
         split_file: where the split is saved; ``None`` means ``split.json`` in the source's root.
@@ -161,10 +185,19 @@ class JpegDataModule(L.LightningDataModule):
         seed: int = 1234,
         split_file: str | None = None,
         pin_memory: bool = False,
+        focus_quality: Sequence[int] | None = None,
+        focus_fraction: float = 0.75,
+        grid_shift_fraction: float = 1.0,
     ):
         super().__init__()
         self.source = source
         self.quality = parse_quality(quality)
+        self.focus_quality = parse_quality(focus_quality) if focus_quality is not None else None
+        if self.focus_quality and not self.quality[0] <= self.focus_quality[0] <= self.focus_quality[1] <= self.quality[1]:
+            raise DequantizerError(f"data.focus_quality={list(focus_quality)} must lie inside data.quality")
+        if not 0 <= focus_fraction <= 1 or not 0 <= grid_shift_fraction <= 1:
+            raise DequantizerError("data.focus_fraction and data.grid_shift_fraction must lie between 0 and 1")
+        self.focus_fraction, self.grid_shift_fraction = focus_fraction, grid_shift_fraction
         if crop_size < 8:
             raise DequantizerError(f"data.crop_size={crop_size} is too small: use at least 8 (one JPEG block)")
         if not 0 < val_fraction < 1:
@@ -258,7 +291,10 @@ class JpegDataModule(L.LightningDataModule):
         if not train_photos or not val_photos:
             raise DequantizerError(f"no readable photos left in the train or val split under {self.source.root}")
         length = self.samples_per_epoch or len(train_photos)
-        self.train_set = RandomJpegPairs(train_photos, self.crop_size, self.quality, length, self.subsampling)
+        self.train_set = RandomJpegPairs(
+            train_photos, self.crop_size, self.quality, length, self.subsampling,
+            self.focus_quality, self.focus_fraction, self.grid_shift_fraction,
+        )  # fmt: skip
         self.val_set = FixedJpegPairs(
             val_photos,
             self.crop_size,

@@ -1,0 +1,133 @@
+"""Train the shipped default model (experiment=blind_unet) on one GPU inside a fixed wall-clock budget.
+
+    python experiments/training_photos.py data/photos --pack gpu_data/photos --max-side 208   # photos that travel
+    python experiments/gpu_train.py --budget 420 --out outputs/gpu                             # on the GPU machine
+
+First it measures how many training steps per second this machine manages (the generator's forward + backward in
+bf16 on the GPU, and the JPEG pair making on the CPU workers), so that the cosine schedule is sized to end when the
+budget does; then it runs `train.py experiment=blind_unet trainer=gpu ...` with that many epochs (and
+`trainer.max_time` as a backstop), and exports the best EMA generator (fp16 safetensors) and the logs to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dequantizer.data.datamodule import JpegDataModule  # noqa: E402
+from dequantizer.data.sources import FolderPhotos  # noqa: E402
+from dequantizer.models import to_model_range  # noqa: E402
+
+
+def gpu_steps_per_second(batch_size: int, crop_size: int, device: torch.device, steps: int = 30) -> float:
+    """Generator forward + L1 + backward + Adam step, bf16 autocast, channels_last: steps per second."""
+    generator = instantiate(OmegaConf.load(ROOT / "conf/model/generator/unet.yaml")).to(device)
+    generator = generator.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(generator.parameters(), lr=1e-4)
+    images = torch.randint(0, 256, (batch_size, 3, crop_size, crop_size), dtype=torch.uint8, device=device)
+    quality = torch.randint(1, 101, (batch_size,), device=device)
+    inputs = to_model_range(images)
+    timings = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            out, predicted = generator(inputs, quality, return_quality=True)
+            loss = F.l1_loss(out.float(), inputs.float()) + F.l1_loss(predicted.float(), quality.float()) / 1000
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        timings.append(time.perf_counter() - start)
+    return 1 / (sum(timings[steps // 3 :]) / len(timings[steps // 3 :]))
+
+
+def data_samples_per_second(photos: Path, crop_size: int, count: int = 300) -> float:
+    """Training pairs made per second by one worker process."""
+    data = JpegDataModule(FolderPhotos(photos), quality=[1, 100], crop_size=crop_size, val_fraction=0.1,
+                          samples_per_epoch=count, grid_shift_fraction=0.25)
+    data.setup("fit")
+    start = time.perf_counter()
+    for index in range(count):
+        data.train_set[index]
+    return count / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget", type=float, default=420, help="seconds of training (the fit itself)")
+    parser.add_argument("--out", type=Path, required=True, help="where the weights, metrics and plan go")
+    parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "gpu", help="where the run itself goes")
+    parser.add_argument("--photos", type=Path, default=ROOT / "gpu_data" / "photos")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--crop-size", type=int, default=128)
+    parser.add_argument("--steps-per-epoch", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
+    parser.add_argument("--efficiency", type=float, default=0.7,
+                        help="share of the measured step rate that the full training loop is expected to reach")
+    parser.add_argument("overrides", nargs="*", help="more train.py overrides")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    gpu_rate = gpu_steps_per_second(args.batch_size, args.crop_size, device)
+    data_rate = data_samples_per_second(args.photos, args.crop_size) * args.workers / args.batch_size
+    rate = min(gpu_rate, data_rate) * args.efficiency
+    epochs = max(1, int(args.budget * rate / args.steps_per_epoch))
+    plan = {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "gpu_steps_per_s": round(gpu_rate, 1), "data_steps_per_s": round(data_rate, 1),
+        "planned_steps_per_s": round(rate, 1), "epochs": epochs, "steps": epochs * args.steps_per_epoch,
+        "batch_size": args.batch_size, "crop_size": args.crop_size, "workers": args.workers,
+    }  # fmt: skip
+    print("plan:", json.dumps(plan), flush=True)
+
+    run_root = args.work
+    backstop = int(args.budget * 1.15)  # if the plan was optimistic, stop anyway (DD:HH:MM:SS)
+    max_time = f"00:{backstop // 3600:02d}:{backstop % 3600 // 60:02d}:{backstop % 60:02d}"
+    command = [
+        sys.executable, str(ROOT / "train.py"), "experiment=blind_unet",
+        f"trainer={'gpu' if device.type == 'cuda' else 'cpu'}", "logger=csv", "resume=false",
+        f"paths.log_dir={run_root}", f"data.source.root={args.photos.resolve()}",
+        f"data.batch_size={args.batch_size}", f"data.crop_size={args.crop_size}", f"data.num_workers={args.workers}",
+        f"data.samples_per_epoch={args.steps_per_epoch * args.batch_size}", f"data.pin_memory={device.type == 'cuda'}",
+        f"trainer.max_epochs={epochs}", f"+trainer.max_time={max_time}",
+        "trainer.log_every_n_steps=50", "run_name=blind_unet_gpu", *args.overrides,
+    ]  # fmt: skip
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=ROOT)
+    seconds = time.perf_counter() - start
+    best = next(run_root.glob("*/checkpoints/best.ckpt"), None)
+    if best is None:
+        sys.exit(f"training failed (exit {result.returncode}) before a best checkpoint was written")
+
+    from dequantizer.weights import export_checkpoint, read_checkpoint
+
+    last = next(run_root.glob("*/checkpoints/last.ckpt"))
+    steps = read_checkpoint(last)["global_step"]
+    plan |= {"train_py_seconds": round(seconds, 1), "steps_done": steps,
+             "images_per_s_incl_validation": round(steps * args.batch_size / seconds, 1)}  # fmt: skip
+    export_checkpoint(best, args.out / "blind_unet.safetensors", description="GPU run of experiment=blind_unet",
+                      command="python experiments/gpu_train.py " + " ".join(sys.argv[1:]), half=True)
+    for metrics in run_root.glob("*/runs/*/csv/version_*/metrics.csv"):
+        shutil.copy(metrics, args.out / "metrics.csv")
+    (args.out / "plan.json").write_text(json.dumps(plan, indent=1) + "\n")
+    print("done:", json.dumps(plan), flush=True)
+
+
+if __name__ == "__main__":
+    main()
