@@ -43,6 +43,7 @@ def dequantize(
     device: str | None = None,
     precision: str | None = None,
     tile_size: int = 512,
+    quality: int | None = None,
 ) -> Image.Image | list[Image.Image]:
     """Restore a JPEG-damaged image (PIL image or path), or a list of them.
 
@@ -51,10 +52,17 @@ def dequantize(
         device: "cpu", "cuda", ...; default CUDA when present.
         precision: "bf16" or "fp32"; default bf16 where the hardware runs it natively.
         tile_size: large images are restored in overlapping tiles of this size (a multiple of 8).
+        quality: the JPEG quality to restore for (1-100). Default: read from a JPEG file's quantization tables, else
+            predicted from the pixels by quality-aware models. A strength knob: lower restores harder (smoother),
+            higher keeps more detail.
     """
+    from dequantizer.data.images import check_quality
     from dequantizer.restore import get_restorer, open_image, restore_image
+
+    if quality is not None:
+        check_quality(quality)
 
     restorer = get_restorer(model, device, precision, tile_size)
     if isinstance(image, (list, tuple)):
-        return [restore_image(open_image(item), restorer) for item in image]
-    return restore_image(open_image(image), restorer)
+        return [restore_image(open_image(item), restorer, quality) for item in image]
+    return restore_image(open_image(image), restorer, quality)

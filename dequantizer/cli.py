@@ -52,6 +52,10 @@ def _dequantize(args: argparse.Namespace) -> int:
     from dequantizer.data.images import save_image_atomic
     from dequantizer.restore import get_restorer, open_image, restore_image
 
+    if args.quality is not None:
+        from dequantizer.data.images import check_quality
+
+        check_quality(args.quality)
     restorer = get_restorer(args.model, args.device, args.precision, args.tile_size)
     failures = skipped = 0
     pairs = _inputs(args.inputs)
@@ -65,7 +69,7 @@ def _dequantize(args: argparse.Namespace) -> int:
             skipped += 1
             continue
         try:
-            restored = restore_image(open_image(path), restorer)
+            restored = restore_image(open_image(path), restorer, args.quality)
             options = {"icc_profile": restored.info["icc_profile"]} if "icc_profile" in restored.info else {}
             save_image_atomic(restored, target, **options)
         except DequantizerError as error:
@@ -114,12 +118,13 @@ def _evaluate(args: argparse.Namespace) -> int:
         _error(failure)
     if not photos:
         raise DequantizerError("no readable images to evaluate")
-    rows = evaluate(restorer, photos, args.quality, args.output / "grids" if args.output else None)
+    rows = evaluate(restorer, photos, args.quality, args.output / "grids" if args.output else None, raw=args.raw)
     model = args.model or "default"
     print(format_table(rows, f"model {model} on {len(photos)} images" + (f" ({args.square}x{args.square})"
-                                                                        if args.square else "")))
+                                                                        if args.square else "")
+                       + (" (raw: pixels without JPEG tables)" if args.raw else "")))
     if args.output:
-        written = write_reports(rows, args.output, {"model": str(model), **restorer.metadata})
+        written = write_reports(rows, args.output, {"model": str(model), "raw": args.raw, **restorer.metadata})
         print("wrote " + ", ".join(str(path) for path in written) + f", grids in {args.output / 'grids'}")
     return 1 if failures else 0
 
@@ -128,7 +133,7 @@ def _export(args: argparse.Namespace) -> int:
     from dequantizer.weights import export_checkpoint
 
     path = export_checkpoint(args.checkpoint, args.output, description=args.description, command=args.command,
-                             max_quality=args.max_quality)
+                             max_quality=args.max_quality, half=args.half, training_data=args.training_data)
     print(f"wrote {path}")
     return 0
 
@@ -174,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     dequantize.add_argument("-o", "--output", type=Path, required=True, help="output folder (tree mirrored)")
     dequantize.add_argument("--format", default="png", choices=["png", "tif", "webp"], help="lossless output format")
     dequantize.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    dequantize.add_argument("--quality", type=int, help="the JPEG quality to restore for, 1-100 (default: read from "
+                            "each file's tables, else predicted): lower restores harder, higher keeps more detail")
     dequantize.add_argument("-q", "--quiet", action="store_true")
     model_options(dequantize)
     dequantize.set_defaults(run=_dequantize)
@@ -192,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("inputs", nargs="+", type=Path, help="clean (never JPEG-compressed) images or folders")
     evaluate.add_argument("--quality", type=int, nargs="+", default=[1, 10, 20, 30, 50])
     evaluate.add_argument("--square", type=int, help="the paper's protocol: centre square resized to this size")
+    evaluate.add_argument("--raw", action="store_true",
+                          help="restore the decoded pixels without the JPEG tables: no quality gate, quality predicted")
     evaluate.add_argument("-o", "--output", type=Path, help="folder for results.csv/.json, gain.png and grids")
     model_options(evaluate)
     evaluate.set_defaults(run=_evaluate)
@@ -220,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--description", default="")
     export.add_argument("--command", default="", help="the command that trained it, for the record")
     export.add_argument("--max-quality", type=int, help="pass JPEG files above this quality through unchanged")
+    export.add_argument("--training-data", help="what it was trained on and the data's terms, for the record")
+    export.add_argument("--half", action="store_true", help="store the weights as fp16 (half the file)")
     export.set_defaults(run=_export)
     return parser
 

@@ -67,8 +67,12 @@ def image_paths(inputs: list[Path]) -> list[Path]:
 
 
 def evaluate(restorer: Restorer, photos: dict[str, np.ndarray], qualities: list[int], grid_dir: Path | None = None,
-             subsampling: str = "4:2:0") -> list[Row]:
-    """Mean per-image metrics of the JPEG input and the restored image, per quality."""
+             subsampling: str = "4:2:0", raw: bool = False) -> list[Row]:
+    """Mean per-image metrics of the JPEG input and the restored image, per quality.
+
+    ``raw``: restore the decoded pixels without the file's quantization tables (as an image that was decoded and
+    re-saved losslessly reaches us): no quality gate, and a quality-aware model predicts the quality itself.
+    """
     rows = []
     for quality in qualities:
         values: dict[str, list[float]] = {key: [] for key in ("pj", "p", "sj", "s", "yj", "y")}
@@ -78,8 +82,8 @@ def evaluate(restorer: Restorer, photos: dict[str, np.ndarray], qualities: list[
             Image.fromarray(rgb).save(buffer, "JPEG", quality=quality, subsampling=SUBSAMPLINGS[subsampling])
             with Image.open(buffer) as jpeg_file:
                 jpeg_file.load()
-                restored = np.asarray(restore_image(jpeg_file, restorer))
                 jpeg = np.asarray(jpeg_file.convert("RGB"))
+                restored = np.asarray(restore_image(Image.fromarray(jpeg) if raw else jpeg_file, restorer))
             target, jpeg01, restored01 = to_unit_tensor(rgb), to_unit_tensor(jpeg), to_unit_tensor(restored)
             psnr_jpeg, ssim_jpeg = image_metrics(jpeg01, target)
             psnr, ssim = image_metrics(restored01, target)

@@ -116,15 +116,17 @@ class Restorer:
         self.scale = getattr(self.generator, "scale", 1)
 
     @torch.inference_mode()
-    def _run(self, tiles: torch.Tensor) -> torch.Tensor:
-        """uint8 NCHW tiles -> float [0, 1] NCHW restored tiles on the CPU."""
+    def _run(self, tiles: torch.Tensor, quality: int | None = None) -> torch.Tensor:
+        """uint8 NCHW tiles -> float [0, 1] NCHW restored tiles on the CPU. ``quality``: the JPEG quality, for
+        quality-aware models (None: they predict it from each tile's pixels)."""
         inputs = to_model_range(tiles.to(self.device))
+        condition = None if quality is None else torch.full((len(tiles),), float(quality), device=self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            out = self.generator(inputs)
+            out = self.generator(inputs, condition)
         return to_unit_range(out).clamp(0, 1).cpu()
 
-    def restore_array(self, rgb: np.ndarray) -> np.ndarray:
-        """HxWx3 uint8 -> (sH)x(sW)x3 uint8."""
+    def restore_array(self, rgb: np.ndarray, quality: int | None = None) -> np.ndarray:
+        """HxWx3 uint8 -> (sH)x(sW)x3 uint8. ``quality``: the JPEG quality the image was saved at, if known."""
         height, width = rgb.shape[:2]
         # Pad bottom/right to whole 8x8 blocks by repeating the edge, as JPEG encoders do: tiles then stay aligned.
         padded_h, padded_w = -(-height // 8) * 8, -(-width // 8) * 8
@@ -139,7 +141,7 @@ class Restorer:
         ]
         s = self.scale
         if len(boxes) == 1:
-            out = self._run(image[None])[0]
+            out = self._run(image[None], quality)[0]
         else:
             out = torch.zeros(3, padded_h * s, padded_w * s)
             weights = torch.zeros(1, padded_h * s, padded_w * s)
@@ -147,7 +149,7 @@ class Restorer:
             for first in range(0, len(boxes), self.batch_size):
                 batch = boxes[first : first + self.batch_size]
                 tiles = torch.stack([image[:, top : top + tile_h, left : left + tile_w] for top, left in batch])
-                for (top, left), restored in zip(batch, self._run(tiles), strict=True):
+                for (top, left), restored in zip(batch, self._run(tiles, quality), strict=True):
                     region = np.s_[:, top * s : (top + tile_h) * s, left * s : (left + tile_w) * s]
                     out[region] += restored * window
                     weights[region] += window
@@ -203,14 +205,16 @@ def get_restorer(model: str | Path | None = None, device: str | torch.device | N
     return _RESTORERS[key]
 
 
-def restore_image(image: Image.Image, restorer: Restorer) -> Image.Image:
+def restore_image(image: Image.Image, restorer: Restorer, quality: int | None = None) -> Image.Image:
     """Restore a PIL image of any mode: EXIF orientation applied, alpha passed through (resized with the image if
     the model upsamples), greyscale stays greyscale, the ICC profile is kept.
 
-    A JPEG file says its quality in its quantization tables: above the model's ``max_quality`` (where it was
-    measured to do more harm than good) the pixels are passed through unchanged.
+    A JPEG file says its quality in its quantization tables; ``quality`` overrides it (a strength knob: lower restores
+    harder). Quality-aware models are told it (without one they predict it from the pixels); above the model's
+    ``max_quality`` (where it was measured to do more harm than good) the pixels are passed through unchanged.
     """
-    quality = estimate_jpeg_quality(image)
+    if quality is None:
+        quality = estimate_jpeg_quality(image)
     image = ImageOps.exif_transpose(image)
     icc_profile = image.info.get("icc_profile")
     greyscale = image.mode in GREYSCALE_MODES
@@ -219,7 +223,7 @@ def restore_image(image: Image.Image, restorer: Restorer) -> Image.Image:
     if quality is not None and max_quality is not None and quality > max_quality and restorer.scale == 1:
         restored = rgb.copy()
     else:
-        restored = Image.fromarray(restorer.restore_array(np.asarray(rgb)))
+        restored = Image.fromarray(restorer.restore_array(np.asarray(rgb), quality))
     if greyscale:
         restored = restored.convert("L")
     if alpha is not None:

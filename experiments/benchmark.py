@@ -32,6 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import dequantizer.config  # noqa: F401  (registers resolvers)
 from dequantizer.losses import discriminator_loss
 from dequantizer.models import to_model_range, to_unit_range
+from dequantizer.restore import DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -142,19 +143,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def restoration_child(megapixels: float, precision: str) -> None:
-    """Runs in a child process: restore a synthetic photo with the default architecture, print time and peak RSS."""
+def restoration_child(megapixels: float, precision: str, model: str) -> None:
+    """Runs in a child process: restore a synthetic photo with ``model``, print time and peak RSS."""
     import numpy as np
 
     from dequantizer.data.images import jpeg_roundtrip_array
-    from dequantizer.restore import DEFAULT_MODEL, Restorer, shipped_models
+    from dequantizer.restore import Restorer, load_generator, resolve_model
 
-    if DEFAULT_MODEL in shipped_models():
-        from dequantizer.restore import load_generator
-
-        generator, _ = load_generator(shipped_models()[DEFAULT_MODEL])
-    else:  # same architecture, random weights: the speed is the same
-        generator = instantiate(compose_config([f"experiment={DEFAULT_MODEL}"]).model.generator)
+    generator, _ = load_generator(resolve_model(model))
     width = int((megapixels * 1e6 * 4 / 3) ** 0.5) // 8 * 8
     height = int(megapixels * 1e6 / width) // 8 * 8
     rng = np.random.default_rng(0)
@@ -169,8 +165,9 @@ def restoration_child(megapixels: float, precision: str) -> None:
     print(json.dumps({"width": width, "height": height, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
 
 
-def restoration(megapixels: float, precision: str) -> dict:
-    command = [sys.executable, __file__, "--restoration-child", str(megapixels), "--precision", precision]
+def restoration(megapixels: float, precision: str, model: str) -> dict:
+    command = [sys.executable, __file__, "--restoration-child", str(megapixels), "--precision", precision,
+               "--model", model]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     record = json.loads(result.stdout.strip().splitlines()[-1])
     record["megapixels_per_second"] = record["width"] * record["height"] / 1e6 / record["seconds"]
@@ -192,9 +189,13 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time the default with model.compile=true")
     parser.add_argument("--restoration-child", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="bf16", help=argparse.SUPPRESS)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="the restoration model (name or weights file)")
+    parser.add_argument("--baseline", default="blind_v1",
+                        help="restoration speed is also reported as a ratio to this model, timed in the same run")
+    parser.add_argument("--restoration-only", action="store_true", help="skip the training-step benchmark")
     args = parser.parse_args()
     if args.restoration_child:
-        restoration_child(args.restoration_child, args.precision)
+        restoration_child(args.restoration_child, args.precision, args.model)
         return
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
@@ -202,6 +203,26 @@ def main() -> None:
     peak_fp32, peak_bf16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
     print(f"matmul peak: fp32 {peak_fp32:.0f} GFLOP/s, bf16 {peak_bf16:.0f} GFLOP/s")
 
+    if not args.restoration_only:
+        training_benchmark(args, peak_bf16)
+    for precision in ("bf16", "fp32"):
+        # Model and baseline alternate, twice each, best of two: a change in machine load hits both.
+        runs = {model: [] for model in (args.model, args.baseline)}
+        for _ in range(2):
+            for model in runs:
+                runs[model].append(restoration(args.megapixels, precision, model))
+        best = {model: min(records, key=lambda r: r["seconds"]) for model, records in runs.items()}
+        for model, record in best.items():
+            print(f"restoration {record['width']}x{record['height']} ({args.megapixels:g} MP), {model}, {precision}: "
+                  f"{record['seconds']:.1f} s, {record['megapixels_per_second']:.2f} MP/s, "
+                  f"peak RSS {max(r['peak_rss_mb'] for r in runs[model]):.0f} MB")
+        ratio = best[args.model]["megapixels_per_second"] / best[args.baseline]["megapixels_per_second"]
+        print(f"  {args.model} runs at {ratio:.2f}x the speed of {args.baseline} ({precision}, same run)")
+    if args.make_train:
+        print(f"make train end to end: {time_make_train():.0f} s")
+
+
+def training_benchmark(args: argparse.Namespace, peak_bf16: float) -> None:
     # Interleave the two variants so that a change in machine load hits both.
     naive, default = [], []
     for _ in range(2):
@@ -220,14 +241,6 @@ def main() -> None:
         compiled = median(default_steps(args.steps, args.warmup + 1, compile=True))
         print(f"  default + compile    : {compiled:6.3f} s/step  {16 / compiled:6.1f} images/s  "
               f"speed-up {naive_s / compiled:.2f}x (compiling and timing took {time.perf_counter() - start:.0f} s)")
-
-    for precision in ("bf16", "fp32"):
-        record = restoration(args.megapixels, precision)
-        print(f"restoration {record['width']}x{record['height']} ({args.megapixels:g} MP), default model, {precision}: "
-              f"{record['seconds']:.1f} s, {record['megapixels_per_second']:.2f} MP/s, "
-              f"peak RSS {record['peak_rss_mb']:.0f} MB")
-    if args.make_train:
-        print(f"make train end to end: {time_make_train():.0f} s")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from dequantizer.data.images import SUBSAMPLINGS, check_quality, jpeg_roundtrip_array, load_rgb
@@ -79,8 +80,10 @@ class RandomJpegPairs(Dataset):
         focus_quality: tuple[int, int] | None = None,
         focus_fraction: float = 0.0,
         grid_shift_fraction: float = 1.0,
+        greyscale_fraction: float = 0.0,
     ):
         self.photos, self.crop_size, self.quality = photos, crop_size, quality
+        self.greyscale_fraction = greyscale_fraction
         self.length, self.subsampling = length, subsampling
         self.focus_quality, self.focus_fraction = focus_quality, focus_fraction
         self.grid_shift_fraction = grid_shift_fraction
@@ -100,6 +103,9 @@ class RandomJpegPairs(Dataset):
         if random.random() < 0.5:
             patch = patch[:, ::-1]
         patch = np.ascontiguousarray(patch)
+        if random.random() < self.greyscale_fraction:
+            # Grey photos stored as RGB: their JPEG has flat chroma, and the restorer must not invent colour.
+            patch = np.repeat(np.asarray(Image.fromarray(patch).convert("L"))[..., None], 3, axis=2)
         quality = draw_quality(self.quality, self.focus_quality, self.focus_fraction)
         jpeg = jpeg_roundtrip_array(patch, quality, self.subsampling)
         dy, dx = random.randint(0, shift), random.randint(0, shift)
@@ -166,6 +172,7 @@ class JpegDataModule(L.LightningDataModule):
         focus_quality: ``[low, high]`` inside ``quality`` drawn ``focus_fraction`` of the time (blind training
             weighted towards the qualities that matter most), or None for uniform draws over ``quality``.
         grid_shift_fraction: share of training crops whose 8x8 JPEG grid is shifted; the others sit on the grid.
+        greyscale_fraction: share of training crops made grey (R = G = B), so grey photos stay grey.
         samples_per_epoch: training pairs per epoch; ``None`` means one per training photo.
         val_crops_per_photo: fixed validation crops taken from each validation photo.
         split_file: where the split is saved; ``None`` means ``split.json`` in the source's root.
@@ -188,16 +195,21 @@ class JpegDataModule(L.LightningDataModule):
         focus_quality: Sequence[int] | None = None,
         focus_fraction: float = 0.75,
         grid_shift_fraction: float = 1.0,
+        greyscale_fraction: float = 0.0,
     ):
         super().__init__()
         self.source = source
         self.quality = parse_quality(quality)
         self.focus_quality = parse_quality(focus_quality) if focus_quality is not None else None
-        if self.focus_quality and not self.quality[0] <= self.focus_quality[0] <= self.focus_quality[1] <= self.quality[1]:
+        (low, high), focus = self.quality, self.focus_quality
+        if focus and not low <= focus[0] <= focus[1] <= high:
             raise DequantizerError(f"data.focus_quality={list(focus_quality)} must lie inside data.quality")
-        if not 0 <= focus_fraction <= 1 or not 0 <= grid_shift_fraction <= 1:
-            raise DequantizerError("data.focus_fraction and data.grid_shift_fraction must lie between 0 and 1")
+        if not all(0 <= value <= 1 for value in (focus_fraction, grid_shift_fraction, greyscale_fraction)):
+            raise DequantizerError(
+                "data.focus_fraction, data.grid_shift_fraction and data.greyscale_fraction must lie between 0 and 1"
+            )
         self.focus_fraction, self.grid_shift_fraction = focus_fraction, grid_shift_fraction
+        self.greyscale_fraction = greyscale_fraction
         if crop_size < 8:
             raise DequantizerError(f"data.crop_size={crop_size} is too small: use at least 8 (one JPEG block)")
         if not 0 < val_fraction < 1:
@@ -293,7 +305,7 @@ class JpegDataModule(L.LightningDataModule):
         length = self.samples_per_epoch or len(train_photos)
         self.train_set = RandomJpegPairs(
             train_photos, self.crop_size, self.quality, length, self.subsampling,
-            self.focus_quality, self.focus_fraction, self.grid_shift_fraction,
+            self.focus_quality, self.focus_fraction, self.grid_shift_fraction, self.greyscale_fraction,
         )  # fmt: skip
         self.val_set = FixedJpegPairs(
             val_photos,

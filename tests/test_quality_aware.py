@@ -1,0 +1,146 @@
+"""The quality-aware restorer (QualityUNet), the training pairs it is trained on, and the quality knob of the tool."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dequantizer.data import FolderPhotos, JpegDataModule
+from dequantizer.data.datamodule import draw_quality
+from dequantizer.data.images import jpeg_roundtrip_array
+from dequantizer.errors import DequantizerError
+from dequantizer.models import Generator, QualityUNet
+
+TINY = dict(channels=(8, 16, 24), encoder_blocks=(1, 1, 1), decoder_blocks=(1, 1, 1))
+
+
+def tiny_unet(seed=0, **kwargs):
+    torch.manual_seed(seed)
+    return QualityUNet(**{**TINY, **kwargs}).eval()
+
+
+def randomise(model):
+    """Trained-like weights: the zero-initialised tail and modulations made non-zero."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if not parameter.any():
+                parameter.normal_(0, 0.05)
+    return model
+
+
+@pytest.mark.parametrize("size", [(16, 16), (37, 53), (8, 120)])
+def test_unet_keeps_any_size_and_starts_at_the_identity(size):
+    x = torch.rand(2, 3, *size) * 2 - 1
+    out, predicted = tiny_unet()(x, return_quality=True)
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, x)  # the zero tail: an untrained model returns its input
+    assert predicted.shape == (2,) and ((predicted >= 1) & (predicted <= 100)).all()
+
+
+def test_quality_changes_the_output_and_a_blind_unet_ignores_it():
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    model = randomise(tiny_unet())
+    low, high = model(x, torch.tensor([5.0])), model(x, torch.tensor([95.0]))
+    assert (low - high).abs().max() > 1e-3
+    # Without a quality, the model uses its own prediction.
+    _, predicted = model(x, return_quality=True)
+    torch.testing.assert_close(model(x), model(x, predicted))
+
+    blind = randomise(tiny_unet(quality_aware=False))
+    assert not hasattr(blind, "quality_head")
+    torch.testing.assert_close(blind(x, torch.tensor([5.0])), blind(x, torch.tensor([95.0])))
+
+
+def test_each_image_is_restored_independently_of_its_batch():
+    model = randomise(tiny_unet())
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    quality = torch.tensor([10.0, 50.0, 90.0])
+    batch = model(x, quality)
+    for index in range(3):
+        torch.testing.assert_close(batch[index : index + 1], model(x[index : index + 1], quality[index : index + 1]))
+
+
+def test_the_paper_generator_accepts_and_ignores_a_quality():
+    generator = Generator(channels=8, num_residual_blocks=1).eval()
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    torch.testing.assert_close(generator(x, torch.tensor([10.0])), generator(x))
+
+
+def test_bad_unet_shapes_are_refused():
+    with pytest.raises(ValueError, match="one entry per level"):
+        QualityUNet(channels=(8, 16))
+
+
+# -- training pairs ----------------------------------------------------------------------------------------------------
+def test_quality_draws_follow_the_focus():
+    random.seed(0)
+    focused = [draw_quality((1, 100), (10, 60), 0.75) for _ in range(4000)]
+    share = np.mean([10 <= q <= 60 for q in focused])
+    assert 0.75 + 0.25 * 51 / 100 - 0.03 < share < 0.75 + 0.25 * 51 / 100 + 0.03  # focus + its share of the rest
+    assert min(focused) == 1 and max(focused) == 100  # the whole range is still covered
+    assert all(10 <= draw_quality((1, 100), (10, 60), 1.0) <= 60 for _ in range(200))
+
+
+def make_photos(folder, count=6, size=(96, 80)):
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        pixels = rng.random((size[1] // 4, size[0] // 4, 3)) * 255
+        Image.fromarray(pixels.astype(np.uint8)).resize(size, Image.BICUBIC).save(folder / f"p{index}.png")
+    return folder
+
+
+def pairs(tmp_path, count=40, **kwargs):
+    data = JpegDataModule(FolderPhotos(make_photos(tmp_path / "photos")), quality=20, crop_size=32, num_workers=0,
+                          samples_per_epoch=count, **kwargs)
+    data.setup()
+    random.seed(1)
+    return [data.train_set[index] for index in range(count)]
+
+
+def on_grid(jpeg, target):
+    """Whether the JPEG crop is the crop's own JPEG (its blocks on the crop's grid), away from the crop's edges."""
+    again = jpeg_roundtrip_array(target.permute(1, 2, 0).numpy(), 20)
+    return np.array_equal(jpeg.permute(1, 2, 0).numpy()[:16, :16], again[:16, :16])
+
+
+def test_crops_sit_on_the_jpeg_grid_unless_shifted(tmp_path):
+    assert all(on_grid(jpeg, target) for jpeg, target, _ in pairs(tmp_path / "a", grid_shift_fraction=0.0))
+    shifted = [on_grid(jpeg, target) for jpeg, target, _ in pairs(tmp_path / "b", grid_shift_fraction=1.0)]
+    assert np.mean(shifted) < 0.2  # only the draws with a (0, 0) shift land on the grid
+
+
+def test_greyscale_crops_are_grey_in_and_out(tmp_path):
+    for jpeg, target, _ in pairs(tmp_path, count=8, greyscale_fraction=1.0):
+        assert (target[0] == target[1]).all() and (target[1] == target[2]).all()
+        assert (jpeg[0].int() - jpeg[1].int()).abs().max() <= 1  # a grey JPEG decodes (almost) grey
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(quality=[10, 50], focus_quality=[5, 40]), "inside data.quality"),
+        (dict(quality=[10, 50], focus_quality=[20, 30], focus_fraction=1.5), "between 0 and 1"),
+        (dict(greyscale_fraction=-0.1), "between 0 and 1"),
+    ],
+)
+def test_bad_sampling_values_are_clear_errors(tmp_path, kwargs, match):
+    with pytest.raises(DequantizerError, match=match):
+        JpegDataModule(FolderPhotos(tmp_path), **kwargs)
+
+
+# -- the quality knob --------------------------------------------------------------------------------------------------
+def test_dequantize_takes_a_quality_and_refuses_a_bad_one(samples_dir):
+    from dequantizer import dequantize, quantize
+
+    photo = Image.open(samples_dir / "chelsea.png").convert("RGB").crop((100, 50, 196, 146))
+    jpeg = quantize(photo, quality=30)
+    hard, gentle = np.asarray(dequantize(jpeg, quality=5)).astype(int), np.asarray(dequantize(jpeg, quality=95))
+    told = np.asarray(dequantize(jpeg)).astype(int)  # the file's tables say 30
+    assert np.array_equal(told, np.asarray(dequantize(jpeg, quality=30)))
+    # Told a lower quality, the model restores harder: it moves further from its input.
+    assert np.abs(hard - np.asarray(jpeg)).mean() > np.abs(gentle - np.asarray(jpeg)).mean()
+    with pytest.raises(DequantizerError, match="quality"):
+        dequantize(jpeg, quality=0)
