@@ -205,6 +205,10 @@ def get_restorer(model: str | Path | None = None, device: str | torch.device | N
     return _RESTORERS[key]
 
 
+def is_grey(rgb: np.ndarray) -> bool:
+    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+
+
 def restore_image(image: Image.Image, restorer: Restorer, quality: int | None = None) -> Image.Image:
     """Restore a PIL image of any mode: EXIF orientation applied, alpha passed through (resized with the image if
     the model upsamples), greyscale stays greyscale, the ICC profile is kept.
@@ -217,8 +221,9 @@ def restore_image(image: Image.Image, restorer: Restorer, quality: int | None = 
         quality = estimate_jpeg_quality(image)
     image = ImageOps.exif_transpose(image)
     icc_profile = image.info.get("icc_profile")
-    greyscale = image.mode in GREYSCALE_MODES
     rgb, alpha = split_alpha(image)
+    # A grey photo stored as RGB (a grey JPEG decodes with R = G = B exactly) holds no colour to restore.
+    greyscale = image.mode in GREYSCALE_MODES or is_grey(np.asarray(rgb))
     max_quality = restorer.metadata.get("max_quality")
     if quality is not None and max_quality is not None and quality > max_quality and restorer.scale == 1:
         restored = rgb.copy()
@@ -226,6 +231,8 @@ def restore_image(image: Image.Image, restorer: Restorer, quality: int | None = 
         restored = Image.fromarray(restorer.restore_array(np.asarray(rgb), quality))
     if greyscale:
         restored = restored.convert("L")
+        if image.mode not in GREYSCALE_MODES:
+            restored = restored.convert("RGB")  # grey pixels, in the mode they came in
     if alpha is not None:
         restored.putalpha(alpha.resize(restored.size, Image.BICUBIC) if alpha.size != restored.size else alpha)
     if icc_profile and image.mode != "CMYK":  # a CMYK profile does not describe the RGB output

@@ -165,6 +165,21 @@ def restoration_child(megapixels: float, precision: str, model: str) -> None:
     print(json.dumps({"width": width, "height": height, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
 
 
+def data_memory(root: str) -> None:
+    """Peak RSS of a DataModule holding every photo under ``root`` decoded (what a training process carries)."""
+    from dequantizer.data import FolderPhotos, JpegDataModule
+
+    before = peak_rss_mb()
+    start = time.perf_counter()
+    data = JpegDataModule(FolderPhotos(root), quality=[1, 100], crop_size=96, val_fraction=0.1, val_crops_per_photo=4)
+    data.setup("fit")
+    photos = data.train_set.photos
+    pixels = sum(photo.shape[0] * photo.shape[1] for photo in photos)
+    print(f"data {root}: {len(photos)} train photos ({pixels / 1e6:.0f} MP, {pixels * 3 / 2**20:.0f} MiB decoded) "
+          f"+ {len(data.val_set)} val crops, loaded in {time.perf_counter() - start:.0f} s; "
+          f"peak RSS {before:.0f} MB before, {peak_rss_mb():.0f} MB after")
+
+
 def restoration(megapixels: float, precision: str, model: str) -> dict:
     command = [sys.executable, __file__, "--restoration-child", str(megapixels), "--precision", precision,
                "--model", model]
@@ -193,9 +208,13 @@ def main() -> None:
     parser.add_argument("--baseline", default="blind_v1",
                         help="restoration speed is also reported as a ratio to this model, timed in the same run")
     parser.add_argument("--restoration-only", action="store_true", help="skip the training-step benchmark")
+    parser.add_argument("--data", help="only measure the memory of a DataModule over this photo folder")
     args = parser.parse_args()
     if args.restoration_child:
         restoration_child(args.restoration_child, args.precision, args.model)
+        return
+    if args.data:
+        data_memory(args.data)
         return
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
