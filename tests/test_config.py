@@ -20,8 +20,8 @@ def test_every_experiment_composes_and_instantiates(experiment, tmp_path):
     cfg = compose_config([f"experiment={experiment}", "loss.content.pretrained=false", "logger=csv"], tmp_path)
     name = experiment.replace("/", "-")
     assert cfg.experiment_name == name and cfg.run_name == f"{name}-loss.content.pretrained=false"
-    for key in ("data.quality", "data.batch_size", "data.crop_size", "model.generator.num_residual_blocks",
-                "model.generator.num_upsample_blocks", "loss.content.pretrained", "ckpt_path", "seed"):
+    for key in ("data.quality", "data.batch_size", "data.crop_size", "model.generator._target_",
+                "loss.content.pretrained", "ckpt_path", "seed"):
         OmegaConf.select(cfg, key, throw_on_missing=True)
     assert isinstance(instantiate(cfg.data), JpegDataModule)
     model = instantiate(cfg.model, loss=cfg.loss)
