@@ -13,18 +13,42 @@ if [ ! -d data/wallpapers ]; then
   for deb in "$work"/*.deb; do dpkg-deb -x "$deb" "$work/x"; done
   python experiments/offline_photos.py "$work/x" data/wallpapers
 fi
+# The default model's photos: ../shared/photos + the Debian wallpapers linked into data/photos/, and the compact
+# copy that travels to a GPU machine (gpu_data/ is git-ignored: add it to .git/info/exclude or carry it).
+python experiments/training_photos.py data/photos --pack gpu_data/photos --max-side 208
 # Evaluation photos, never used in training: scikit-image's bundled photos (data/samples/).
 python -c "from dequantizer.data import SamplePhotos; SamplePhotos('data/samples').photo_paths()"
 
-# 2. The blind default model (JPEG quality 1-95): 5000 steps (~45 min), then 2000 more from its best (~18 min).
+# 2. The default model `blind` (QualityUNet, every quality). Stages 1-2 on one GPU (they ran on an H200, ~11 min in
+#    all; on a GPU machine, with hydra-core/omegaconf on its PYTHONPATH):
+if python -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
+  python experiments/gpu_train.py --budget 400 --out outputs/gpu-stage1 --work outputs/gpu-run1
+  python experiments/gpu_train.py --budget 235 --out outputs/gpu-stage2 --work outputs/gpu-run2 \
+    model.init_from=outputs/gpu-run1/blind_unet_gpu/checkpoints/best.ckpt model.optimizer_g.lr=1e-4
+  cp outputs/gpu-stage2/blind_unet.safetensors outputs/blind_unet_gpu.safetensors
+fi
+#    Stage 3 on the CPU (~40 min on 2 cores), from outputs/blind_unet_gpu.safetensors:
+python train.py experiment=blind_unet_finetune logger=csv
+dequantizer export outputs/blind_unet_finetune/checkpoints/best.ckpt dequantizer/pretrained/blind.safetensors \
+  --half --max-quality 84 \
+  --description "blind restorer for every JPEG quality (quality-aware multi-scale U-Net, PSNR-oriented: L1, image residual)" \
+  --command "python experiments/gpu_train.py (2 stages, see experiments/shipped_models.sh) && python train.py experiment=blind_unet_finetune logger=csv" \
+  --training-data "../shared/photos (BSDS500 train, Urban100, T91: research/non-commercial use only; photographic wallpapers) + Debian wallpapers; a research artefact: see README"
+dequantizer evaluate data/samples --quality 1 5 10 20 30 40 50 60 70 75 80 83 84 85 90 95 100 -o experiments/results/blind
+dequantizer evaluate data/samples --raw --quality 1 10 20 30 50 60 65 70 75 80 85 90 95 100 -o experiments/results/blind-raw
+dequantizer evaluate data/samples --square 96 --quality 1 50 -o experiments/results/blind-paper-protocol
+for model in blind blind_v1; do  # LIVE1: evaluation only; its images are never written into the project
+  dequantizer evaluate ../shared/testsets/LIVE1_color -m $model --quality 10 20 30 40
+done
+
+# 2b. The previous default `blind_v1` (JPEG quality 1-95): 5000 steps (~45 min), then 2000 more from its best (~18 min).
 python train.py experiment=blind logger=csv
 python train.py experiment=blind_stage2 logger=csv
-dequantizer export outputs/blind_stage2/checkpoints/best.ckpt dequantizer/pretrained/blind.safetensors \
+dequantizer export outputs/blind_stage2/checkpoints/best.ckpt dequantizer/pretrained/blind_v1.safetensors \
   --description "blind restorer for JPEG quality 1-95 (PSNR-oriented: L1 loss, image residual)" \
   --command "python train.py experiment=blind logger=csv && python train.py experiment=blind_stage2 logger=csv" \
   --max-quality 75  # measured: gain > 0 up to q75
-dequantizer evaluate data/samples --quality 1 5 10 20 30 40 50 60 70 75 80 90 95 -o experiments/results/blind
-dequantizer evaluate data/samples --square 96 --quality 1 50 -o experiments/results/blind-paper-protocol
+dequantizer evaluate data/samples -m blind_v1 --quality 1 5 10 20 30 40 50 60 70 75 80 90 95 -o experiments/results/blind_v1
 
 # 3. The paper's four experiments by our recipe (conf/experiment/ours/): 15, 15, 17 and 30 minutes.
 for name in alef beta gimel phi; do  # phi starts from gimel, as in the paper
