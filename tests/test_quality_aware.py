@@ -144,3 +144,24 @@ def test_dequantize_takes_a_quality_and_refuses_a_bad_one(samples_dir):
     assert np.abs(hard - np.asarray(jpeg)).mean() > np.abs(gentle - np.asarray(jpeg)).mean()
     with pytest.raises(DequantizerError, match="quality"):
         dequantize(jpeg, quality=0)
+
+
+# -- training ----------------------------------------------------------------------------------------------------------
+def test_the_quality_head_trains_alongside_and_is_scored(tmp_path):
+    from hydra.utils import instantiate
+    from test_module import fit
+
+    from conftest import compose_config
+
+    cfg = compose_config(
+        ["experiment=blind_unet", "model.generator.channels=[8,16,24]", "model.generator.encoder_blocks=[1,1,1]",
+         "model.generator.decoder_blocks=[1,1,1]", "model.ema_decay=null"],
+        tmp_path,
+    )
+    model = instantiate(cfg.model, loss=cfg.loss)
+    head = [p.detach().clone() for p in model.generator.quality_head.parameters()]
+    trainer = fit(model, max_epochs=1)
+    logged = trainer.callback_metrics
+    assert "train/loss_quality" in logged and "val/quality_error" in logged
+    assert 0 <= float(logged["val/quality_error"]) <= 99
+    assert any(not torch.equal(a, b) for a, b in zip(head, model.generator.quality_head.parameters(), strict=True))
