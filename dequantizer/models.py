@@ -224,7 +224,7 @@ class QualityUNet(nn.Module):
         ``quality`` (1-100 per image, or None to use the predicted one) sets how hard the decoder restores.
         """
         height, width = x.shape[-2:]
-        pad_h, pad_w = -height % 16, -width % 16  # whole 1/8-level positions: replicate the edge, as JPEG does
+        pad_h, pad_w = -height % 8, -width % 8  # whole 8x8 blocks for the 1/8 level: replicate the edge, as JPEG does
         padded = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
         skips = []
         h = self.head(self.fold(padded))
