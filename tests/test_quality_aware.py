@@ -165,3 +165,4 @@ def test_the_quality_head_trains_alongside_and_is_scored(tmp_path):
     assert "train/loss_quality" in logged and "val/quality_error" in logged
     assert 0 <= float(logged["val/quality_error"]) <= 99
     assert any(not torch.equal(a, b) for a, b in zip(head, model.generator.quality_head.parameters(), strict=True))
+
