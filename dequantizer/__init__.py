@@ -1,7 +1,7 @@
 """dequantizer: restore JPEG-damaged photos.
 
     from dequantizer import quantize, dequantize
-    jpeg = quantize(img, quality=10)        # PIL image or path in, JPEG round trip out
+    jpeg = quantize(img, quality=10)        # PIL image, path or HxWxC uint8 array in; the same kind out
     restored = dequantize(jpeg)             # the default shipped model, any size, any JPEG quality
 """
 
@@ -10,31 +10,38 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from PIL import Image, ImageOps
+import numpy as np
+from PIL import Image
 
 from dequantizer.errors import DequantizerError
 
 __all__ = ["DequantizerError", "dequantize", "quantize"]
 __version__ = "0.1.0"
 
-ImageSource = str | Path | Image.Image
+ImageSource = str | Path | Image.Image | np.ndarray
 
 
-def quantize(image: ImageSource, quality: int = 10, subsampling: str = "4:2:0") -> Image.Image:
+def _as_array(image: Image.Image, like: ImageSource) -> Image.Image | np.ndarray:
+    """The result in the kind it came in: an array for an array (HxW grey, HxWx3 RGB, HxWx4 RGBA), else the image."""
+    if not isinstance(like, np.ndarray):
+        return image
+    pixels = np.asarray(image)
+    return pixels[..., None] if like.ndim == 3 and pixels.ndim == 2 else pixels  # HxWx1 stays HxWx1
+
+
+def quantize(image: ImageSource, quality: int = 10, subsampling: str = "4:2:0") -> Image.Image | np.ndarray:
     """JPEG-compress ``image`` at ``quality`` (1-100) with Pillow and decode it again: the damage, without a file.
 
-    Colour images come back RGB, greyscale ones L; alpha is passed through untouched.
+    Colour images come back RGB, greyscale ones L; alpha is passed through untouched. An array in, an array out.
     """
-    from dequantizer.data.images import GREYSCALE_MODES, jpeg_roundtrip, split_alpha
+    from dequantizer.data.images import jpeg_input, jpeg_roundtrip
     from dequantizer.restore import open_image
 
-    image = ImageOps.exif_transpose(open_image(image))
-    greyscale = image.mode in GREYSCALE_MODES
-    rgb, alpha = split_alpha(image)
-    out = jpeg_roundtrip(rgb.convert("L") if greyscale else rgb, quality, subsampling)
+    pixels, alpha = jpeg_input(open_image(image))
+    out = jpeg_roundtrip(pixels, quality, subsampling)
     if alpha is not None:
         out.putalpha(alpha)
-    return out
+    return _as_array(out, image)
 
 
 def dequantize(
@@ -44,8 +51,9 @@ def dequantize(
     precision: str | None = None,
     tile_size: int = 512,
     quality: int | None = None,
-) -> Image.Image | list[Image.Image]:
-    """Restore a JPEG-damaged image (PIL image or path), or a list of them.
+) -> Image.Image | np.ndarray | list[Image.Image | np.ndarray]:
+    """Restore a JPEG-damaged image (PIL image, path, or HxWxC uint8 array), or a list of them. Each comes back as
+    the kind it came in (an array for an array, else a PIL image, with EXIF and ICC profile kept in ``info``).
 
     Args:
         model: a shipped model's name (default: the blind model for any JPEG quality), or a .safetensors/.ckpt path.
@@ -64,5 +72,5 @@ def dequantize(
 
     restorer = get_restorer(model, device, precision, tile_size)
     if isinstance(image, (list, tuple)):
-        return [restore_image(open_image(item), restorer, quality) for item in image]
-    return restore_image(open_image(image), restorer, quality)
+        return [_as_array(restore_image(open_image(item), restorer, quality), item) for item in image]
+    return _as_array(restore_image(open_image(image), restorer, quality), image)

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+
+from PIL.PngImagePlugin import PngInfo
 
 from dequantizer.errors import DequantizerError
 
@@ -16,29 +21,85 @@ def _error(message: str) -> None:
     tqdm.write(f"error: {message}", file=sys.stderr)  # on its own line, even under a progress bar
 
 
-def _inputs(inputs: list[Path]) -> list[tuple[Path, Path]]:
-    """(file, path relative to its input root) for files and folders (recursive)."""
+def _output_folder(folder: Path) -> Path:
+    """Create the output folder, or one line saying why it cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise DequantizerError(f"{folder} is a file: --output takes a folder") from None
+    except NotADirectoryError:
+        raise DequantizerError(f"{folder}: a part of this path is a file: --output takes a folder") from None
+    except OSError as error:
+        raise DequantizerError(f"cannot create the output folder {folder}: {error.strerror}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DequantizerError(f"cannot write to {folder} (permission denied): choose another --output folder")
+    return folder
+
+
+def _plan(inputs: list[Path], output: Path, name: Callable[[Path, bool], Path]) -> list[tuple[Path, Path]]:
+    """(input file, output file) for files and folders (recursive). One folder's tree is mirrored into ``output``;
+    with several inputs, each folder's tree goes under the folder's own name. ``name(relative path, keep_suffix)``
+    names an output; inputs that would still share an output (photo.jpg beside photo.jpeg) keep their own extension
+    in the name (photo.jpg.png, photo.jpeg.png), and what still collides is refused: nothing is silently lost."""
     from dequantizer.evaluate import image_paths
 
-    pairs = []
+    sources: list[tuple[Path, Path]] = []  # (file, where its output goes relative to the output folder)
     for item in inputs:
         if not item.exists():
             raise DequantizerError(f"{item}: no such file or folder")
-        root = item if item.is_dir() else item.parent
-        pairs += [(path, path.relative_to(root)) for path in image_paths([item])]
-    return pairs
+        if item.is_dir():
+            base = Path() if len(inputs) == 1 else Path(item.resolve().name)
+            sources += [(path, base / path.relative_to(item)) for path in image_paths([item])]
+        else:
+            sources.append((item, Path(item.name)))
+    unique = list({path.resolve(): (path, relative) for path, relative in sources}.values())  # given twice: once
+    first = Counter(name(relative, False) for _, relative in unique)
+    plan = [(path, output / name(relative, first[name(relative, False)] > 1)) for path, relative in unique]
+    seen: dict[Path, Path] = {}
+    for path, target in plan:
+        if target in seen:
+            raise DequantizerError(f"{seen[target]} and {path} would both be written to {target}: give them "
+                                   "separate --output folders")
+        seen[target] = path
+    return plan
+
+
+@contextmanager
+def _writing(target: Path) -> Iterator[None]:
+    """The OS's refusal to write ``target`` (permissions, a full disk) as one line."""
+    try:
+        yield
+    except OSError as error:
+        raise DequantizerError(f"cannot write {target}: {error.strerror or error}") from None
 
 
 def _quantize(args: argparse.Namespace) -> int:
     from dequantizer import quantize
-    from dequantizer.data.images import check_quality, save_image_atomic
+    from dequantizer.data.images import QUALITY_TEXT_KEY, check_quality, jpeg_bytes, jpeg_input, save_image_atomic
+    from dequantizer.files import atomic_write
+    from dequantizer.restore import open_image
 
     check_quality(args.quality)
+    extension = "jpg" if args.format == "jpeg" else "png"
+    plan = _plan(args.inputs, args.output,
+                 lambda rel, keep: rel.with_name(f"{rel.name if keep else rel.stem}.q{args.quality}.{extension}"))
+    _output_folder(args.output)
     failures = 0
-    for path, relative in _inputs(args.inputs):
-        target = args.output / relative.with_name(f"{relative.stem}.q{args.quality}.png")
+    for path, target in plan:
         try:
-            save_image_atomic(quantize(path, args.quality, args.subsampling), target)
+            if args.format == "jpeg":  # the file itself: its tables tell `dequantize` the quality
+                pixels, alpha = jpeg_input(open_image(path))
+                if alpha is not None:
+                    raise DequantizerError(f"{path}: has transparency, which JPEG cannot hold; use --format png")
+                data = jpeg_bytes(pixels, args.quality, args.subsampling)
+                with _writing(target):
+                    atomic_write(target, data)
+            else:  # decoded pixels, the quality recorded in a text chunk that `dequantize` reads back
+                text = PngInfo()
+                text.add_text(QUALITY_TEXT_KEY, str(args.quality))
+                image = quantize(path, args.quality, args.subsampling)
+                with _writing(target):
+                    save_image_atomic(image, target, pnginfo=text)
             print(f"{path} -> {target}")
         except DequantizerError as error:
             _error(str(error))
@@ -56,11 +117,12 @@ def _dequantize(args: argparse.Namespace) -> int:
         from dequantizer.data.images import check_quality
 
         check_quality(args.quality)
+    plan = _plan(args.inputs, args.output,
+                 lambda rel, keep: rel.with_name(f"{rel.name if keep else rel.stem}.{args.format}"))
+    _output_folder(args.output)
     restorer = get_restorer(args.model, args.device, args.precision, args.tile_size)
     failures = skipped = 0
-    pairs = _inputs(args.inputs)
-    for path, relative in tqdm(pairs, unit="image", disable=len(pairs) < 2 or args.quiet):
-        target = args.output / relative.with_suffix(f".{args.format}")
+    for path, target in tqdm(plan, unit="image", disable=len(plan) < 2 or args.quiet):
         if target.resolve() == path.resolve():
             _error(f"{path}: refusing to overwrite an input; choose another --output folder")
             failures += 1
@@ -70,12 +132,13 @@ def _dequantize(args: argparse.Namespace) -> int:
             continue
         try:
             restored = restore_image(open_image(path), restorer, args.quality)
-            options = {"icc_profile": restored.info["icc_profile"]} if "icc_profile" in restored.info else {}
-            save_image_atomic(restored, target, **options)
+            options = {key: restored.info[key] for key in ("icc_profile", "exif") if restored.info.get(key)}
+            with _writing(target):
+                save_image_atomic(restored, target, **options)
         except DequantizerError as error:
             _error(str(error))
             failures += 1
-    done = len(pairs) - failures - skipped
+    done = len(plan) - failures - skipped
     print(f"{done} restored, {skipped} skipped (already there; --overwrite to redo), {failures} failed "
           f"-> {args.output}", file=sys.stderr)
     return 1 if failures else 0
@@ -112,19 +175,25 @@ def _evaluate(args: argparse.Namespace) -> int:
         from dequantizer.data.images import check_quality
 
         check_quality(quality)
+    if args.output:
+        _output_folder(args.output)
     restorer = get_restorer(args.model, args.device, args.precision, args.tile_size)
-    photos, failures = load_photos(image_paths(args.inputs), args.square)
+    photos, failures, warnings = load_photos(image_paths(args.inputs), args.square)
     for failure in failures:
         _error(failure)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if not photos:
         raise DequantizerError("no readable images to evaluate")
-    rows = evaluate(restorer, photos, args.quality, args.output / "grids" if args.output else None, raw=args.raw)
+    rows = evaluate(restorer, photos, args.quality, args.output / "grids" if args.output else None, raw=args.raw,
+                    progress=not args.quiet)
     model = args.model or "default"
     print(format_table(rows, f"model {model} on {len(photos)} images" + (f" ({args.square}x{args.square})"
                                                                         if args.square else "")
                        + (" (raw: pixels without JPEG tables)" if args.raw else "")))
     if args.output:
-        written = write_reports(rows, args.output, {"model": str(model), "raw": args.raw, **restorer.metadata})
+        with _writing(args.output):
+            written = write_reports(rows, args.output, {"model": str(model), "raw": args.raw, **restorer.metadata})
         print("wrote " + ", ".join(str(path) for path in written) + f", grids in {args.output / 'grids'}")
     return 1 if failures else 0
 
@@ -165,31 +234,41 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from dequantizer import __version__
+
     parser = argparse.ArgumentParser(prog="dequantizer", description="Restore JPEG-damaged photos.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def model_options(command: argparse.ArgumentParser) -> None:
         command.add_argument("-m", "--model", help="shipped model name (see `dequantizer models`) or weights path")
         command.add_argument("--device", help="cpu, cuda, ... (default: cuda when present)")
         command.add_argument("--precision", choices=["bf16", "fp32"], help="default: bf16 where native")
-        command.add_argument("--tile-size", type=int, default=512, help="tile side for large images (multiple of 8)")
+        command.add_argument("--tile-size", type=int, default=512,
+                             help="tile side for large images (default 512, a multiple of 8). Tiles overlap by a "
+                                  "margin taken from the model's receptive field (the default model: 72 px), so a "
+                                  "tile must be at least twice that")
+        command.add_argument("--quiet", action="store_true", help="no progress bar")
 
     dequantize = commands.add_parser("dequantize", help="restore JPEG-damaged images (files or folders)")
     dequantize.add_argument("inputs", nargs="+", type=Path)
     dequantize.add_argument("-o", "--output", type=Path, required=True, help="output folder (tree mirrored)")
     dequantize.add_argument("--format", default="png", choices=["png", "tif", "webp"], help="lossless output format")
     dequantize.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
-    dequantize.add_argument("--quality", type=int, help="the JPEG quality to restore for, 1-100 (default: read from "
-                            "each file's tables, else predicted): lower restores harder, higher keeps more detail")
-    dequantize.add_argument("-q", "--quiet", action="store_true")
+    dequantize.add_argument("-q", "--quality", type=int,
+                            help="the JPEG quality to restore for, 1-100 (default: read from each file's tables, else "
+                                 "predicted): lower restores harder, higher keeps more detail")
     model_options(dequantize)
     dequantize.set_defaults(run=_dequantize)
 
-    quantize = commands.add_parser("quantize", help="JPEG round trip at a given quality, saved losslessly as PNG")
+    quantize = commands.add_parser("quantize", help="JPEG-compress images at a given quality")
     quantize.add_argument("inputs", nargs="+", type=Path, help="image files or folders")
     quantize.add_argument("-q", "--quality", type=int, default=10, help="JPEG quality 1-100 (default 10)")
     quantize.add_argument("--subsampling", default="4:2:0", choices=["4:4:4", "4:2:2", "4:2:0"])
-    quantize.add_argument("-o", "--output", type=Path, default=Path("."), help="output folder")
+    quantize.add_argument("--format", default="jpeg", choices=["jpeg", "png"],
+                          help="jpeg: the JPEG file (default); png: its decoded pixels, losslessly, with the quality "
+                               "recorded in a text chunk that `dequantize` reads")
+    quantize.add_argument("-o", "--output", type=Path, default=Path("."), help="output folder (tree mirrored)")
     quantize.set_defaults(run=_quantize)
 
     models = commands.add_parser("models", help="list the shipped models and what they were trained for")
@@ -197,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="JPEG input vs restored PSNR/SSIM on clean images")
     evaluate.add_argument("inputs", nargs="+", type=Path, help="clean (never JPEG-compressed) images or folders")
-    evaluate.add_argument("--quality", type=int, nargs="+", default=[1, 10, 20, 30, 50])
+    evaluate.add_argument("-q", "--quality", type=int, nargs="+", default=[1, 10, 20, 30, 50],
+                          help="JPEG qualities to measure (default 1 10 20 30 50)")
     evaluate.add_argument("--square", type=int, help="the paper's protocol: centre square resized to this size")
     evaluate.add_argument("--raw", action="store_true",
                           help="restore the decoded pixels without the JPEG tables: no quality gate, quality predicted")
@@ -212,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--license", help="Flickr license ids, comma-separated (e.g. 4,5,9,10)")
     download.add_argument("--calls-per-hour", type=float, default=3000, help="API rate limit (Flickr allows 3600)")
     download.add_argument("--workers", type=int, default=4, help="parallel image downloads")
-    download.add_argument("-q", "--quiet", action="store_true")
+    download.add_argument("--quiet", action="store_true", help="no progress bar")
     download.set_defaults(run=_download)
 
     prepare = commands.add_parser("prepare", help="square-crop, resize and split the downloaded photos")
@@ -241,6 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args)
     except DequantizerError as error:
         _error(str(error))
+        return 2
+    except OSError as error:  # the file system said no somewhere unforeseen: still one line
+        _error(f"{error.filename or ''}: {error.strerror or error}".lstrip(": "))
         return 2
     except KeyboardInterrupt:
         _error("interrupted")

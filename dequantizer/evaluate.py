@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dequantizer.data.images import IMAGE_EXTENSIONS, SUBSAMPLINGS, load_rgb, save_image_atomic
+from dequantizer.data.images import IMAGE_EXTENSIONS, SUBSAMPLINGS, estimate_jpeg_quality, load_rgb, save_image_atomic
 from dequantizer.files import atomic_write
 from dequantizer.module import image_metrics
 from dequantizer.restore import Restorer, restore_image
@@ -37,6 +37,27 @@ class Row:
 def to_unit_tensor(rgb: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 -> 1x3xHxW float in [0, 1], what ``image_metrics`` takes."""
     return torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float() / 255
+
+
+# A JPEG reference below this quality carries artefacts of its own that the restorer is then scored for removing.
+CLEAN_JPEG_QUALITY = 90
+SSIM_WINDOW = 11  # the standard Gaussian window (sigma 1.5)
+
+
+def photo_metrics(restored: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """PSNR and SSIM of 1x3xHxW [0, 1] images. Images smaller than SSIM's 11-px window get a uniform window of the
+    largest odd size that fits (the standard one needs at least 6 px of reflection padding on each side)."""
+    side = min(target.shape[-2:])
+    if side >= SSIM_WINDOW:
+        return image_metrics(restored, target)
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+    restored, target = restored.float().clamp(0, 1), target.float().clamp(0, 1)
+    psnr = peak_signal_noise_ratio(restored, target, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    window = side if side % 2 else side - 1
+    ssim = structural_similarity_index_measure(restored, target, data_range=1.0, reduction="none",
+                                               gaussian_kernel=False, kernel_size=window)
+    return psnr, ssim
 
 
 def y_psnr(restored: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -67,13 +88,17 @@ def image_paths(inputs: list[Path]) -> list[Path]:
 
 
 def evaluate(restorer: Restorer, photos: dict[str, np.ndarray], qualities: list[int], grid_dir: Path | None = None,
-             subsampling: str = "4:2:0", raw: bool = False) -> list[Row]:
+             subsampling: str = "4:2:0", raw: bool = False, progress: bool = False) -> list[Row]:
     """Mean per-image metrics of the JPEG input and the restored image, per quality.
 
     ``raw``: restore the decoded pixels without the file's quantization tables (as an image that was decoded and
     re-saved losslessly reaches us): no quality gate, and a quality-aware model predicts the quality itself.
+    ``progress``: a progress bar (images x qualities) on stderr.
     """
+    from tqdm import tqdm
+
     rows = []
+    bar = tqdm(total=len(qualities) * len(photos), unit="image", disable=not progress)
     for quality in qualities:
         values: dict[str, list[float]] = {key: [] for key in ("pj", "p", "sj", "s", "yj", "y")}
         for index, (name, rgb) in enumerate(photos.items()):
@@ -85,16 +110,18 @@ def evaluate(restorer: Restorer, photos: dict[str, np.ndarray], qualities: list[
                 jpeg = np.asarray(jpeg_file.convert("RGB"))
                 restored = np.asarray(restore_image(Image.fromarray(jpeg) if raw else jpeg_file, restorer))
             target, jpeg01, restored01 = to_unit_tensor(rgb), to_unit_tensor(jpeg), to_unit_tensor(restored)
-            psnr_jpeg, ssim_jpeg = image_metrics(jpeg01, target)
-            psnr, ssim = image_metrics(restored01, target)
+            psnr_jpeg, ssim_jpeg = photo_metrics(jpeg01, target)
+            psnr, ssim = photo_metrics(restored01, target)
             measured = (psnr_jpeg, psnr, ssim_jpeg, ssim, y_psnr(jpeg01, target), y_psnr(restored01, target))
             for key, value in zip(("pj", "p", "sj", "s", "yj", "y"), measured, strict=True):
                 values[key].append(float(value))
             if grid_dir is not None and index < 4:
                 grid = np.concatenate([jpeg, restored, rgb], axis=1)
                 save_image_atomic(Image.fromarray(grid), grid_dir / f"{Path(name).stem}_q{quality}.png")
+            bar.update()
         mean = {key: float(np.mean(value)) for key, value in values.items()}
         rows.append(Row(quality, len(photos), mean["pj"], mean["p"], mean["sj"], mean["s"], mean["yj"], mean["y"]))
+    bar.close()
     return rows
 
 
@@ -142,15 +169,29 @@ def write_reports(rows: list[Row], output: Path, metadata: dict) -> list[Path]:
     return written
 
 
-def load_photos(paths: list[Path], square: int | None = None) -> tuple[dict[str, np.ndarray], list[str]]:
-    photos, failures = {}, []
+def jpeg_reference_warning(path: Path) -> str | None:
+    """A warning when a reference photo is itself a JPEG file below ``CLEAN_JPEG_QUALITY``."""
+    with Image.open(path) as image:
+        quality = estimate_jpeg_quality(image)
+    if quality is None or quality >= CLEAN_JPEG_QUALITY:
+        return None
+    return (f"{path} is itself a JPEG (quality about {quality}): its own artefacts count against the model, so the "
+            "gains are meaningless; evaluate on never-compressed photos (PNG, TIFF)")
+
+
+def load_photos(paths: list[Path], square: int | None = None) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
+    """The readable photos as uint8 arrays, one line per unreadable file, one line per JPEG reference."""
+    photos, failures, warnings = {}, [], []
     for path in paths:
         try:
             rgb = load_rgb(path)
+            warning = jpeg_reference_warning(path)
         except Exception as error:  # any unreadable file: reported, the rest goes on
             failures.append(f"{path}: cannot read it as an image ({error})")
             continue
+        if warning:
+            warnings.append(warning)
         if square:
             rgb = square_resize(rgb, square)
         photos[str(path)] = rgb
-    return photos, failures
+    return photos, failures, warnings

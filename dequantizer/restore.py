@@ -1,8 +1,9 @@
 """Inference: load a generator from weights or a checkpoint, and restore images of any size in tiles.
 
 Tiles start at multiples of 8 from the image origin (so every tile sees the JPEG block grid as the whole image does),
-overlap, and are blended with weights that fall off towards each tile's edges, so no seams show. Tiles run in batches;
-memory stays bounded by the tile batch plus the output image.
+overlap, and are blended with weights that fall off towards each tile's edges, so no seams show. The overlap follows
+from the model's receptive field (a larger model gets a wider one). Tiles run in batches; memory stays bounded by the
+tile batch plus the output image.
 """
 
 from __future__ import annotations
@@ -73,6 +74,43 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def parse_device(device: str | torch.device | None) -> torch.device:
+    """A device that exists and works here (default: CUDA when present), or one clear line."""
+    if device is None:
+        return default_device()
+    try:
+        parsed = torch.device(device)
+        torch.empty(1, device=parsed)
+    except (RuntimeError, AssertionError, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DequantizerError(f"device {str(device)!r} cannot be used here ({reason}); use --device cpu") from None
+    return parsed
+
+
+def receptive_radius(generator: nn.Module, mass: float = 0.99, size: int = 160) -> int:
+    """The radius (input pixels) of the square around an output pixel that holds ``mass`` of its input gradient, on a
+    seeded random input: how far a tile's edge must stay from the pixels it is trusted for."""
+    scale = getattr(generator, "scale", 1)
+    pixels = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    pixels = pixels.to(next(generator.parameters()).device).requires_grad_(True)
+    centre = size // 2
+    with torch.inference_mode(False), torch.enable_grad():
+        generator(pixels)[0, :, centre * scale, centre * scale].sum().backward()
+    influence = pixels.grad[0].abs().sum(0)
+    total = influence.sum()
+    for radius in range(centre):
+        window = np.s_[centre - radius : centre + radius + 1, centre - radius : centre + radius + 1]
+        if influence[window].sum() >= mass * total:
+            return radius
+    return centre
+
+
+def tile_overlap(radius: int) -> int:
+    """Overlap of neighbouring tiles for a receptive radius: twice the radius, in whole 8-px blocks (at least 16).
+    The blend window trusts neither tile in the outer quarter of the overlap and ramps across its middle half."""
+    return max(16, -(-2 * radius // 8) * 8)
+
+
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:
     """Tile origins along one axis; with ``length``, ``tile`` and ``stride`` multiples of 8, all are 8-aligned."""
     return sorted(set(range(0, max(length - tile, 0), stride)) | {max(length - tile, 0)})
@@ -103,17 +141,34 @@ class Restorer:
     device: torch.device = field(default_factory=default_device)
     precision: str = "bf16"
     tile_size: int = 512
-    overlap: int = 64
+    overlap: int | None = None  # default: from the model's receptive field (metadata "overlap", else measured once)
     batch_size: int = 1  # tiles per forward: 1 keeps peak memory low on CPU; raise it on a GPU
     metadata: dict[str, Any] = field(default_factory=dict)  # what the weights file says about the model
 
     def __post_init__(self):
-        if self.tile_size % 8 or self.overlap % 8 or not 0 <= self.overlap < self.tile_size:
-            raise DequantizerError("tile_size and overlap must be multiples of 8, with overlap < tile_size")
+        if self.tile_size % 8 or self.tile_size < 16:
+            raise DequantizerError(f"tile size {self.tile_size}: use a multiple of 8, at least 16")
+        if self.overlap is not None and (self.overlap % 8 or not 0 <= self.overlap < self.tile_size):
+            raise DequantizerError("the tile overlap must be a multiple of 8, smaller than the tile size")
         if self.precision not in ("bf16", "fp32"):
             raise DequantizerError(f"precision {self.precision!r}: use bf16 or fp32")
         self.generator = self.generator.to(self.device, memory_format=torch.channels_last).eval()
         self.scale = getattr(self.generator, "scale", 1)
+        if self.overlap is None and self.metadata.get("overlap"):
+            self.overlap = int(self.metadata["overlap"])
+        if self.overlap is not None:
+            self.tile_overlap()  # a tile size too small for a known overlap is refused before any work
+
+    def tile_overlap(self) -> int:
+        """The overlap in use: given, recorded in the weights' metadata (exports record it), or measured from the
+        receptive field (once, when the first image needs more than one tile)."""
+        if self.overlap is None:
+            self.overlap = tile_overlap(receptive_radius(self.generator))
+        if 2 * self.overlap > self.tile_size:
+            raise DequantizerError(f"tile size {self.tile_size} is too small for this model: its tiles overlap by "
+                                   f"{self.overlap} px (from its receptive field); use a tile size of at least "
+                                   f"{2 * self.overlap}")
+        return self.overlap
 
     @torch.inference_mode()
     def _run(self, tiles: torch.Tensor, quality: int | None = None) -> torch.Tensor:
@@ -133,28 +188,31 @@ class Restorer:
         rgb = np.pad(rgb, ((0, padded_h - height), (0, padded_w - width), (0, 0)), mode="edge")
         image = torch.from_numpy(rgb).permute(2, 0, 1)
         tile_h, tile_w = min(self.tile_size, padded_h), min(self.tile_size, padded_w)
-        stride = self.tile_size - self.overlap
+        if padded_h <= self.tile_size and padded_w <= self.tile_size:  # one tile: no overlap needed
+            return self._unpad(self._run(image[None], quality)[0], height, width)
+        overlap = self.tile_overlap()
+        stride = self.tile_size - overlap
         boxes = [
             (top, left)
             for top in tile_starts(padded_h, tile_h, stride)
             for left in tile_starts(padded_w, tile_w, stride)
         ]
         s = self.scale
-        if len(boxes) == 1:
-            out = self._run(image[None], quality)[0]
-        else:
-            out = torch.zeros(3, padded_h * s, padded_w * s)
-            weights = torch.zeros(1, padded_h * s, padded_w * s)
-            window = blend_window(tile_h * s, tile_w * s, self.overlap * s)
-            for first in range(0, len(boxes), self.batch_size):
-                batch = boxes[first : first + self.batch_size]
-                tiles = torch.stack([image[:, top : top + tile_h, left : left + tile_w] for top, left in batch])
-                for (top, left), restored in zip(batch, self._run(tiles, quality), strict=True):
-                    region = np.s_[:, top * s : (top + tile_h) * s, left * s : (left + tile_w) * s]
-                    out[region] += restored * window
-                    weights[region] += window
-            out /= weights
-        out = out[:, : height * s, : width * s]
+        out = torch.zeros(3, padded_h * s, padded_w * s)
+        weights = torch.zeros(1, padded_h * s, padded_w * s)
+        window = blend_window(tile_h * s, tile_w * s, overlap * s)
+        for first in range(0, len(boxes), self.batch_size):
+            batch = boxes[first : first + self.batch_size]
+            tiles = torch.stack([image[:, top : top + tile_h, left : left + tile_w] for top, left in batch])
+            for (top, left), restored in zip(batch, self._run(tiles, quality), strict=True):
+                region = np.s_[:, top * s : (top + tile_h) * s, left * s : (left + tile_w) * s]
+                out[region] += restored * window
+                weights[region] += window
+        return self._unpad(out / weights, height, width)
+
+    def _unpad(self, out: torch.Tensor, height: int, width: int) -> np.ndarray:
+        """Float [0, 1] CHW of the padded image -> HxWx3 uint8 of the original size (times the model's scale)."""
+        out = out[:, : height * self.scale, : width * self.scale]
         return (out * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
@@ -195,7 +253,7 @@ def get_restorer(model: str | Path | None = None, device: str | torch.device | N
                  precision: str | None = None, tile_size: int = 512) -> Restorer:
     """A cached ``Restorer`` for a model name or file."""
     path = resolve_model(model)
-    device = torch.device(device) if device is not None else default_device()
+    device = parse_device(device)
     precision = precision or default_precision(device)
     key = (str(path.resolve()), str(device), precision, tile_size)
     if key not in _RESTORERS:
@@ -211,7 +269,7 @@ def is_grey(rgb: np.ndarray) -> bool:
 
 def restore_image(image: Image.Image, restorer: Restorer, quality: int | None = None) -> Image.Image:
     """Restore a PIL image of any mode: EXIF orientation applied, alpha passed through (resized with the image if
-    the model upsamples), greyscale stays greyscale, the ICC profile is kept.
+    the model upsamples), greyscale stays greyscale; the ICC profile and EXIF (orientation reset) kept in ``info``.
 
     A JPEG file says its quality in its quantization tables; ``quality`` overrides it (a strength knob: lower restores
     harder). Quality-aware models are told it (without one they predict it from the pixels); above the model's
@@ -219,8 +277,8 @@ def restore_image(image: Image.Image, restorer: Restorer, quality: int | None = 
     """
     if quality is None:
         quality = estimate_jpeg_quality(image)
-    image = ImageOps.exif_transpose(image)
-    icc_profile = image.info.get("icc_profile")
+    image = ImageOps.exif_transpose(image)  # its EXIF (camera, date, GPS) kept, the orientation tag removed
+    icc_profile, exif = image.info.get("icc_profile"), image.info.get("exif")
     rgb, alpha = split_alpha(image)
     # A grey photo stored as RGB (a grey JPEG decodes with R = G = B exactly) holds no colour to restore.
     greyscale = image.mode in GREYSCALE_MODES or is_grey(np.asarray(rgb))
@@ -237,12 +295,21 @@ def restore_image(image: Image.Image, restorer: Restorer, quality: int | None = 
         restored.putalpha(alpha.resize(restored.size, Image.BICUBIC) if alpha.size != restored.size else alpha)
     if icc_profile and image.mode != "CMYK":  # a CMYK profile does not describe the RGB output
         restored.info["icc_profile"] = icc_profile
+    if exif:
+        restored.info["exif"] = exif
     return restored
 
 
-def open_image(source: str | Path | Image.Image) -> Image.Image:
+def open_image(source: str | Path | Image.Image | np.ndarray) -> Image.Image:
+    """A PIL image from a path, a PIL image, or a uint8 array (HxW grey, HxWx3 RGB, HxWx4 RGBA)."""
     if isinstance(source, Image.Image):
         return source
+    if isinstance(source, np.ndarray):
+        channels = 1 if source.ndim == 2 else source.shape[-1] if source.ndim == 3 else 0
+        if source.dtype != np.uint8 or channels not in (1, 3, 4) or 0 in source.shape:
+            raise DequantizerError(f"an array of shape {source.shape} and dtype {source.dtype}: pass HxW, HxWx3 or "
+                                   "HxWx4 uint8 pixels")
+        return Image.fromarray(source[..., 0] if source.ndim == 3 and channels == 1 else source)
     try:
         with Image.open(source) as image:
             image.load()

@@ -19,10 +19,17 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """A Lightning checkpoint as plain tensors and containers; a checkpoint that needs code to unpickle is refused."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
-        raise DequantizerError(
-            f"cannot load {path} safely: {str(error).splitlines()[0]} (only plain-weights checkpoints are accepted)"
-        ) from None
+    except OSError as error:
+        raise DequantizerError(f"cannot read {path}: {error.strerror or error}") from None
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" in str(error):  # a pickle that names code to run: never loaded, whatever torch says
+            raise DequantizerError(
+                f"refusing to load {path}: it holds code objects, not only weights; dequantizer loads plain-weights "
+                "checkpoints only (export the generator with `dequantizer export` from a checkpoint you trust)"
+            ) from None
+        raise DequantizerError(f"cannot read {path}: not a PyTorch checkpoint (corrupt or truncated?)") from None
+    except Exception:  # the weights-only unpickler fails on garbage in many ways (EOF, KeyError, IndexError, zip)
+        raise DequantizerError(f"cannot read {path}: not a PyTorch checkpoint (corrupt or truncated?)") from None
 
 
 def generator_state_from_checkpoint(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -50,14 +57,21 @@ def load_generator_state(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError) as error:
-        raise DequantizerError(f"cannot read weights {path}: {error}") from None
+        raise DequantizerError(f"cannot read {path}: not a safetensors file (corrupt or truncated?): {error}") from None
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as file:
-        return {key: json.loads(value) for key, value in (file.metadata() or {}).items()}
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            text = file.metadata() or {}
+    except (SafetensorError, OSError) as error:
+        raise DequantizerError(f"cannot read {path}: not a safetensors file (corrupt or truncated?): {error}") from None
+    try:
+        return {key: json.loads(value) for key, value in text.items()}
+    except json.JSONDecodeError:
+        raise DequantizerError(f"cannot read {path}: its metadata is not dequantizer's (JSON values)") from None
 
 
 def run_config(checkpoint_path: Path) -> dict[str, Any]:
@@ -99,6 +113,7 @@ def export_checkpoint(
 
     ``max_quality``: JPEG files above this quality are passed through by ``dequantize`` (measure it first).
     ``half``: store the weights as fp16. ``training_data``: what the model was trained on, and its terms.
+    The tile overlap that its receptive field needs is recorded too (``overlap``), so restoring need not measure it.
     """
     checkpoint_path = Path(checkpoint_path)
     checkpoint = read_checkpoint(checkpoint_path)
@@ -119,4 +134,8 @@ def export_checkpoint(
     }
     if training_data:
         metadata["training_data"] = training_data
-    return save_generator(generator_state_from_checkpoint(checkpoint), output, metadata, half=half)
+    state = generator_state_from_checkpoint(checkpoint)
+    from dequantizer.restore import build_generator, receptive_radius, tile_overlap  # restore imports this module
+
+    metadata["overlap"] = tile_overlap(receptive_radius(build_generator(hparams["generator"], state)))
+    return save_generator(state, output, metadata, half=half)

@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["blind"], help="shipped names or weights files")
     parser.add_argument("--quality", type=int, nargs="+", default=[10, 30, 50])
     args = parser.parse_args()
-    photos, _ = load_photos(image_paths(args.inputs))
+    photos, _, _ = load_photos(image_paths(args.inputs))
     print(f"{len(photos)} photos; mean per-image PSNR (dB) and detail ratio (1.0 = the original's)")
     print(f"{'quality':>7} " + " ".join(f"{name:>18}" for name in ["JPEG", *args.models]))
     restorers = {name: get_restorer(name) for name in args.models}

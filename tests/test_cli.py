@@ -1,24 +1,222 @@
+"""The console script as a user meets it: one clear line per failure, nothing silently lost, one meaning per flag."""
+
+import os
+
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
+import dequantizer
+from dequantizer import dequantize, quantize
 from dequantizer.cli import main
+from dequantizer.data.images import estimate_jpeg_quality
+from dequantizer.weights import read_metadata, save_generator
 
 
-def test_quantize_writes_png_round_trips_and_reports_bad_files(tmp_path, capsys):
+def noise(height=24, width=32, seed=0):
+    return Image.fromarray((np.random.default_rng(seed).random((height, width, 3)) * 255).astype(np.uint8))
+
+
+def one_line_error(capsys, expected):
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert any(expected in line for line in lines), err
+    return err
+
+
+def test_quantize_writes_the_jpeg_file_itself_and_reports_bad_files(tmp_path, capsys):
     photos = tmp_path / "photos"
     photos.mkdir()
-    pixels = (np.random.default_rng(0).random((24, 32, 3)) * 255).astype(np.uint8)
-    Image.fromarray(pixels).save(photos / "a.png")
+    noise().save(photos / "a.png")
     (photos / "broken.jpg").write_bytes(b"not a jpeg")
-    code = main(["quantize", str(photos), "-q", "10", "-o", str(tmp_path / "out")])
+    code = main(["quantize", str(photos), "-q", "90", "-o", str(tmp_path / "out")])
     assert code == 1  # one file failed, the rest went on
-    out = np.asarray(Image.open(tmp_path / "out" / "a.q10.png"))
-    assert out.shape == pixels.shape and not np.array_equal(out, pixels)
-    assert "broken.jpg: cannot read it as an image" in capsys.readouterr().err
+    with Image.open(tmp_path / "out" / "a.q90.jpg") as out:
+        assert out.format == "JPEG" and estimate_jpeg_quality(out) == 90  # the quality travels with the file
+    one_line_error(capsys, "broken.jpg: cannot read it as an image")
     assert not list((tmp_path / "out").glob(".*tmp"))
 
 
-def test_quantize_bad_quality_is_one_line(tmp_path, capsys):
+def test_quantize_png_records_the_quality_and_dequantize_reads_it(tmp_path, weights):
+    noise(48, 48).save(tmp_path / "a.png")
+    assert main(["quantize", str(tmp_path / "a.png"), "-q", "90", "--format", "png", "-o", str(tmp_path)]) == 0
+    with Image.open(tmp_path / "a.q90.png") as png:
+        assert estimate_jpeg_quality(png) == 90
+        expected = np.asarray(quantize(noise(48, 48), 90))
+        assert np.array_equal(np.asarray(png.convert("RGB")), expected)
+    # a model that passes quality 90 through: the PNG's recorded quality must reach the gate
+    gated = tmp_path / "gated.safetensors"
+    save_generator(_state(weights), gated, {**read_metadata(weights), "max_quality": 84})
+    restored = dequantize(tmp_path / "a.q90.png", model=gated)
+    assert np.array_equal(np.asarray(restored), expected)
+    assert not np.array_equal(np.asarray(dequantize(Image.fromarray(expected), model=gated)), expected)
+
+
+def _state(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_bad_quality_is_one_line(tmp_path, capsys):
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     assert main(["quantize", str(tmp_path / "a.png"), "-q", "0", "-o", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == "error: JPEG quality 0 is out of range: use an integer from 1 to 100"
+
+
+def test_q_means_quality_in_every_subcommand(tmp_path, weights, capsys):
+    noise(32, 32).save(tmp_path / "clean.png")
+    assert main(["quantize", str(tmp_path / "clean.png"), "-q", "20", "-o", str(tmp_path / "jpeg")]) == 0
+    jpeg = tmp_path / "jpeg" / "clean.q20.jpg"
+    assert main(["dequantize", str(jpeg), "-q", "10", "-o", str(tmp_path / "out"), "-m", str(weights)]) == 0
+    assert main(["evaluate", str(tmp_path / "clean.png"), "-q", "20", "-m", str(weights), "--quiet"]) == 0
+    assert "     20 " in capsys.readouterr().out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"dequantizer {dequantizer.__version__}"
+
+
+@pytest.mark.parametrize("command", ["dequantize", "quantize", "evaluate"])
+def test_output_that_is_a_file_is_one_line(tmp_path, weights, capsys, command):
+    noise().save(tmp_path / "a.png")
+    (tmp_path / "taken").write_text("a file")
+    extra = ["-m", str(weights)] if command != "quantize" else []
+    assert main([command, str(tmp_path / "a.png"), "-o", str(tmp_path / "taken"), *extra]) == 2
+    one_line_error(capsys, "taken is a file: --output takes a folder")
+
+
+def test_unwritable_output_folder_is_one_line(tmp_path, weights, capsys, monkeypatch):
+    noise().save(tmp_path / "a.png")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if "locked" in str(path) else real_access(path, mode))
+    assert main(["dequantize", str(tmp_path / "a.png"), "-o", str(tmp_path / "locked"), "-m", str(weights)]) == 2
+    one_line_error(capsys, "cannot write to")
+
+
+def test_a_file_that_cannot_be_written_fails_alone(tmp_path, weights, capsys, monkeypatch):
+    import tempfile
+
+    for name in ("a", "b"):
+        quantize(noise(seed=ord(name))).save(tmp_path / f"{name}.jpg")
+    real_mkstemp = tempfile.mkstemp
+
+    def full_disk_for_a(*args, prefix="", **kwargs):
+        if prefix.startswith(".a."):
+            raise OSError(28, "No space left on device")
+        return real_mkstemp(*args, prefix=prefix, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", full_disk_for_a)
+    out = tmp_path / "out"
+    assert main(["dequantize", str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg"), "-o", str(out), "-m",
+                 str(weights)]) == 1
+    err = one_line_error(capsys, "a.png: No space left on device")
+    assert "1 restored, 0 skipped" in err and (out / "b.png").is_file() and not (out / "a.png").exists()
+
+
+def test_unusable_device_is_one_line(tmp_path, weights, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    noise().save(tmp_path / "a.png")
+    assert main(["dequantize", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "-m", str(weights),
+                 "--device", "cuda"]) == 2
+    one_line_error(capsys, "device 'cuda' cannot be used here")
+
+
+def test_corrupt_model_files_are_one_line_without_unsafe_advice(tmp_path, capsys):
+    noise().save(tmp_path / "a.png")
+    (tmp_path / "bad.safetensors").write_bytes(os.urandom(200))
+    (tmp_path / "bad.ckpt").write_bytes(os.urandom(2000))
+    for name in ("bad.safetensors", "bad.ckpt"):
+        assert main(["dequantize", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "-m",
+                     str(tmp_path / name)]) == 2
+        err = one_line_error(capsys, f"cannot read {tmp_path / name}")
+        assert "weights_only" not in err and "corrupt or truncated" in err
+
+
+def test_evaluate_tiny_images_and_progress(tmp_path, weights, capsys):
+    noise(5, 5).save(tmp_path / "five.png")
+    noise(3, 300).save(tmp_path / "thin.png")
+    noise(1, 1).save(tmp_path / "one.png")
+    noise(40, 40).save(tmp_path / "fine.png")
+    assert main(["evaluate", str(tmp_path), "-q", "10", "-m", str(weights)]) == 0
+    captured = capsys.readouterr()
+    assert "on 4 images" in captured.out and "100%" in captured.err  # the progress bar ran to the end
+    assert main(["evaluate", str(tmp_path), "-q", "10", "-m", str(weights), "--quiet"]) == 0
+    assert "100%" not in capsys.readouterr().err
+
+
+def test_evaluate_warns_when_a_reference_is_itself_a_jpeg(tmp_path, weights, capsys):
+    noise(40, 40).save(tmp_path / "lossy.jpg", quality=75)
+    noise(40, 40).save(tmp_path / "fine.jpg", quality=95)
+    assert main(["evaluate", str(tmp_path), "-q", "10", "-m", str(weights), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "lossy.jpg is itself a JPEG (quality about 75)" in err and "fine.jpg" not in err
+
+
+def test_inputs_that_share_a_name_are_all_kept(tmp_path, weights, capsys):
+    for camera in ("camA", "camB"):
+        (tmp_path / camera).mkdir()
+        quantize(noise(seed=len(camera))).save(tmp_path / camera / "IMG_0001.jpg")
+    quantize(noise(seed=5)).save(tmp_path / "camA" / "photo.jpg")
+    quantize(noise(seed=6)).save(tmp_path / "camA" / "photo.jpeg")
+    out = tmp_path / "out"
+    assert main(["dequantize", str(tmp_path / "camA"), str(tmp_path / "camB"), "-o", str(out), "-m",
+                 str(weights)]) == 0
+    written = sorted(path.relative_to(out).as_posix() for path in out.rglob("*.png"))
+    assert written == ["camA/IMG_0001.png", "camA/photo.jpeg.png", "camA/photo.jpg.png", "camB/IMG_0001.png"]
+    assert "4 restored, 0 skipped" in capsys.readouterr().err
+    # quantize keeps them apart the same way
+    assert main(["quantize", str(tmp_path / "camA"), "-q", "30", "-o", str(tmp_path / "q")]) == 0
+    assert {p.name for p in (tmp_path / "q").iterdir()} == {"IMG_0001.q30.jpg", "photo.jpg.q30.jpg",
+                                                            "photo.jpeg.q30.jpg"}
+
+
+def test_inputs_that_still_collide_are_refused(tmp_path, weights, capsys):
+    for parent in ("a", "b"):
+        (tmp_path / parent / "cam").mkdir(parents=True)
+        quantize(noise()).save(tmp_path / parent / "cam" / "x.jpg")
+    assert main(["dequantize", str(tmp_path / "a" / "cam"), str(tmp_path / "b" / "cam"), "-o", str(tmp_path / "o"),
+                 "-m", str(weights)]) == 2
+    one_line_error(capsys, "would both be written to")
+    assert not (tmp_path / "o").exists()
+
+
+def test_arrays_in_arrays_out(weights):
+    rgb = np.asarray(noise(24, 32))
+    for pixels in (rgb, rgb[..., 0], rgb[..., :1], np.dstack([rgb, np.full(rgb.shape[:2], 200, np.uint8)])):
+        jpeg = quantize(pixels, quality=20)
+        restored = dequantize(jpeg, model=weights)
+        assert isinstance(jpeg, np.ndarray) and isinstance(restored, np.ndarray)
+        assert jpeg.shape == restored.shape == pixels.shape and restored.dtype == np.uint8
+    with pytest.raises(dequantizer.DequantizerError, match="pass HxW, HxWx3 or HxWx4 uint8"):
+        dequantize(rgb.astype(np.float32), model=weights)
+
+
+def test_exif_is_kept_with_the_orientation_reset(tmp_path, weights):
+    image = noise(24, 40)
+    exif = image.getexif()
+    exif[0x0110], exif[0x0132], exif[0x0112] = "Camera X", "2020:01:01 10:00:00", 6
+    image.save(tmp_path / "photo.jpg", exif=exif, quality=30)
+    restored = dequantize(tmp_path / "photo.jpg", model=weights)
+    assert restored.size == (24, 40)
+    assert main(["dequantize", str(tmp_path / "photo.jpg"), "-o", str(tmp_path / "out"), "-m", str(weights)]) == 0
+    for kept in (restored.getexif(), Image.open(tmp_path / "out" / "photo.png").getexif()):
+        assert kept[0x0110] == "Camera X" and kept[0x0132] == "2020:01:01 10:00:00" and 0x0112 not in kept
+
+
+def test_tile_size_below_the_models_overlap_says_what_to_use(tmp_path, weights, capsys):
+    noise(300, 300).save(tmp_path / "big.png")
+    assert main(["dequantize", str(tmp_path / "big.png"), "-o", str(tmp_path / "out"), "-m", str(weights),
+                 "--tile-size", "16"]) == 1  # measured from the receptive field when the first large image comes
+    one_line_error(capsys, "tile size 16 is too small for this model: its tiles overlap by")
+    recorded = tmp_path / "recorded.safetensors"  # exports record the overlap: refused before any work
+    save_generator(_state(weights), recorded, {**read_metadata(weights), "overlap": 72})
+    assert main(["dequantize", str(tmp_path / "big.png"), "-o", str(tmp_path / "out"), "-m", str(recorded),
+                 "--tile-size", "128"]) == 2
+    one_line_error(capsys, "tile size 128 is too small for this model: its tiles overlap by 72 px (from its "
+                           "receptive field); use a tile size of at least 144")

@@ -59,3 +59,24 @@ def test_model_configs_may_not_name_arbitrary_code():
 def test_bad_tiling_values_are_refused():
     with pytest.raises(DequantizerError):
         Restorer(trained_like_generator(), tile_size=100)
+
+
+def test_shipped_model_tiles_seamlessly_with_the_overlap_its_receptive_field_asks_for():
+    from PIL import Image
+
+    from dequantizer import quantize
+    from dequantizer.restore import load_generator, receptive_radius, shipped_models, tile_overlap
+
+    generator, metadata = load_generator(shipped_models()["blind"])
+    radius = receptive_radius(generator)
+    small_generator, _ = load_generator(shipped_models()["blind_v1"])
+    assert radius > receptive_radius(small_generator)  # the multi-scale body sees farther: a wider overlap
+    rng = np.random.default_rng(1)
+    smooth = np.asarray(Image.fromarray((rng.random((30, 40, 3)) * 255).astype(np.uint8)).resize((320, 240),
+                                                                                              Image.BICUBIC))
+    jpeg = np.asarray(quantize(smooth, quality=20))
+    whole = Restorer(generator, device=torch.device("cpu"), precision="fp32", tile_size=1024).restore_array(jpeg, 20)
+    tiled = Restorer(generator, device=torch.device("cpu"), precision="fp32", tile_size=160)
+    assert np.abs(tiled.restore_array(jpeg, 20).astype(int) - whole.astype(int)).max() <= 1
+    assert tiled.overlap == metadata.get("overlap", tile_overlap(radius)) == tile_overlap(radius)
+    assert not np.array_equal(whole, jpeg)

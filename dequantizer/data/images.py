@@ -22,14 +22,18 @@ def check_quality(quality: int) -> int:
     return quality
 
 
-def jpeg_roundtrip(image: Image.Image, quality: int, subsampling: str = "4:2:0") -> Image.Image:
-    """Compress ``image`` (RGB or L) as JPEG at ``quality`` in memory and decode it again."""
+def jpeg_bytes(image: Image.Image, quality: int, subsampling: str = "4:2:0") -> bytes:
+    """``image`` (RGB or L) as a JPEG file at ``quality``, in memory."""
     if subsampling not in SUBSAMPLINGS:
         raise DequantizerError(f"JPEG subsampling {subsampling!r} is not one of {', '.join(SUBSAMPLINGS)}")
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=check_quality(quality), subsampling=SUBSAMPLINGS[subsampling])
-    buffer.seek(0)
-    with Image.open(buffer) as decoded:
+    return buffer.getvalue()
+
+
+def jpeg_roundtrip(image: Image.Image, quality: int, subsampling: str = "4:2:0") -> Image.Image:
+    """Compress ``image`` (RGB or L) as JPEG at ``quality`` in memory and decode it again."""
+    with Image.open(io.BytesIO(jpeg_bytes(image, quality, subsampling))) as decoded:
         decoded.load()
     # Kept as the decoded JPEG when possible: its quantization tables tell `dequantize` the quality.
     return decoded if decoded.mode == image.mode else decoded.convert(image.mode)
@@ -48,8 +52,16 @@ def ijg_luminance_table(quality: int) -> np.ndarray:
     return np.clip((IJG_LUMINANCE * scale + 50) // 100, 1, 255)
 
 
+# The PNG text chunk in which `dequantizer quantize --format png` records the JPEG quality the pixels went through.
+QUALITY_TEXT_KEY = "jpeg_quality"
+
+
 def estimate_jpeg_quality(image: Image.Image) -> int | None:
-    """The IJG quality whose luminance table is nearest to this JPEG's, or None when it is not a JPEG file."""
+    """The IJG quality whose luminance table is nearest to this JPEG's; for a PNG, the quality recorded in its
+    ``jpeg_quality`` text chunk; else None."""
+    recorded = str(image.info.get(QUALITY_TEXT_KEY, ""))
+    if recorded.isdigit() and 1 <= int(recorded) <= 100:
+        return int(recorded)
     tables = getattr(image, "quantization", None)
     if not tables or 0 not in tables or len(tables[0]) != 64:
         return None
@@ -71,6 +83,14 @@ def split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
         image = image.convert("RGBA")
         alpha = image.getchannel("A")
     return image.convert("RGB"), alpha
+
+
+def jpeg_input(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
+    """What a JPEG encoder gets from ``image``: its EXIF orientation applied, L for greyscale modes, else RGB; and
+    the alpha channel, which JPEG cannot hold."""
+    image = ImageOps.exif_transpose(image)
+    rgb, alpha = split_alpha(image)
+    return (rgb.convert("L") if image.mode in GREYSCALE_MODES else rgb), alpha
 
 
 def load_rgb(path: str | Path) -> np.ndarray:
