@@ -118,7 +118,8 @@ def test_invalid_key_stops_the_run_at_once(tmp_path, capsys, monkeypatch):
         with pytest.raises(InvalidApiKey, match="invalid API key"):
             download_dataset(fake_client(), ["tench", "goldfish"], tmp_path, progress=False)
         assert len(mock.calls) == 1
-        code = main(["download", "--out", str(tmp_path), "--categories", str(write_lines(tmp_path, ["tench"])), "-q"])
+        code = main(["download", "--out", str(tmp_path), "--categories", str(write_lines(tmp_path, ["tench"])),
+                     "--quiet"])
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: flickr.photos.search: invalid API key") and "\n" not in err
