@@ -12,7 +12,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dequantizer.data.images import IMAGE_EXTENSIONS, SUBSAMPLINGS, estimate_jpeg_quality, load_rgb, save_image_atomic
+from dequantizer.data.images import (
+    IMAGE_EXTENSIONS,
+    SUBSAMPLINGS,
+    estimate_jpeg_quality,
+    jpeg_roundtrip_array,
+    load_rgb,
+    save_image_atomic,
+)
 from dequantizer.files import atomic_write
 from dequantizer.module import image_metrics
 from dequantizer.restore import Restorer, restore_image
@@ -42,6 +49,7 @@ def to_unit_tensor(rgb: np.ndarray) -> torch.Tensor:
 # A JPEG reference below this quality carries artefacts of its own that the restorer is then scored for removing.
 CLEAN_JPEG_QUALITY = 90
 SSIM_WINDOW = 11  # the standard Gaussian window (sigma 1.5)
+JPEG_HISTORY_QUALITIES = (50, 95)  # where a reference's own JPEG past is looked for
 
 
 def photo_metrics(restored: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,14 +177,40 @@ def write_reports(rows: list[Row], output: Path, metadata: dict) -> list[Path]:
     return written
 
 
-def jpeg_reference_warning(path: Path) -> str | None:
-    """A warning when a reference photo is itself a JPEG file below ``CLEAN_JPEG_QUALITY``."""
+def jpeg_history(rgb: np.ndarray) -> tuple[int, float] | None:
+    """(quality, luma PSNR) when ``rgb`` plainly went through an IJG JPEG on its own 8x8 grid before: re-saving a
+    decoded JPEG at its own quality barely changes its luma, far less than 3 qualities either side do (a spike in
+    the PSNR over quality, where a clean photo's PSNR only rises with the quality)."""
+    side = min(256, rgb.shape[0] // 16 * 16, rgb.shape[1] // 16 * 16)
+    if side < 16:
+        return None
+    crop = rgb[:side, :side]  # from the origin: on the image's own block grid
+    luma = lambda pixels: np.asarray(Image.fromarray(pixels).convert("L"), dtype=np.float64)  # noqa: E731
+
+    def psnr_at(quality: int) -> float:
+        error = luma(jpeg_roundtrip_array(crop, quality)) - luma(crop)
+        return float(10 * np.log10(255**2 / max(np.mean(error**2), 1e-10)))
+
+    low, high = JPEG_HISTORY_QUALITIES
+    psnr = {quality: psnr_at(quality) for quality in range(low - 3, high + 4)}
+    best = max(range(low, high + 1), key=psnr.get)
+    if psnr[best] > 50 and psnr[best] - max(psnr[best - 3], psnr[best + 3]) > 3:
+        return best, psnr[best]
+    return None
+
+
+def jpeg_reference_warning(path: Path, rgb: np.ndarray) -> str | None:
+    """A warning when a reference photo is a JPEG file below ``CLEAN_JPEG_QUALITY``, or plainly was one once."""
     with Image.open(path) as image:
         quality = estimate_jpeg_quality(image)
-    if quality is None or quality >= CLEAN_JPEG_QUALITY:
-        return None
-    return (f"{path} is itself a JPEG (quality about {quality}): its own artefacts count against the model, so the "
-            "gains are meaningless; evaluate on never-compressed photos (PNG, TIFF)")
+    if quality is not None and quality < CLEAN_JPEG_QUALITY:
+        return (f"{path} is itself a JPEG (quality about {quality}): its own artefacts count against the model, so "
+                "the gains are meaningless; evaluate on never-compressed photos (PNG, TIFF)")
+    history = jpeg_history(rgb) if quality is None else None
+    if history:
+        return (f"{path} was a JPEG before (quality about {history[0]}: re-saved at it, it changes by only "
+                f"{history[1]:.1f} dB): gains at and above that quality are meaningless")
+    return None
 
 
 def load_photos(paths: list[Path], square: int | None = None) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
@@ -185,7 +219,7 @@ def load_photos(paths: list[Path], square: int | None = None) -> tuple[dict[str,
     for path in paths:
         try:
             rgb = load_rgb(path)
-            warning = jpeg_reference_warning(path)
+            warning = jpeg_reference_warning(path, rgb)
         except Exception as error:  # any unreadable file: reported, the rest goes on
             failures.append(f"{path}: cannot read it as an image ({error})")
             continue

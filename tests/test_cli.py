@@ -150,12 +150,17 @@ def test_evaluate_tiny_images_and_progress(tmp_path, weights, capsys):
     assert "100%" not in capsys.readouterr().err
 
 
-def test_evaluate_warns_when_a_reference_is_itself_a_jpeg(tmp_path, weights, capsys):
-    noise(40, 40).save(tmp_path / "lossy.jpg", quality=75)
-    noise(40, 40).save(tmp_path / "fine.jpg", quality=95)
+def test_evaluate_warns_when_a_reference_is_or_was_a_jpeg(tmp_path, weights, capsys):
+    smooth = noise(12, 12).resize((96, 96), Image.BICUBIC)
+    smooth.save(tmp_path / "lossy.jpg", quality=75)
+    smooth.save(tmp_path / "fine.jpg", quality=95)
+    smooth.save(tmp_path / "clean.png")
+    Image.open(tmp_path / "lossy.jpg").save(tmp_path / "jpeg_born.png")  # decoded and re-saved losslessly
     assert main(["evaluate", str(tmp_path), "-q", "10", "-m", str(weights), "--quiet"]) == 0
     err = capsys.readouterr().err
-    assert "lossy.jpg is itself a JPEG (quality about 75)" in err and "fine.jpg" not in err
+    assert "lossy.jpg is itself a JPEG (quality about 75)" in err
+    assert "jpeg_born.png was a JPEG before (quality about 75" in err
+    assert "fine.jpg" not in err and "clean.png" not in err
 
 
 def test_inputs_that_share_a_name_are_all_kept(tmp_path, weights, capsys):
