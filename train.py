@@ -1,7 +1,8 @@
 """Train a dequantizer: `python train.py experiment=beta` (see README for the rest).
 
 compose config -> build data, model, callbacks, loggers, trainer -> fit (resuming from the run's last.ckpt) ->
-evaluate the best checkpoint -> print JPEG vs restored table. Returns best val PSNR for Hydra sweepers.
+evaluate the best checkpoint on the held-out test split -> print the JPEG vs restored table. Returns the best val PSNR
+for Hydra sweepers.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import hydra  # noqa: E402
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
+from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 import dequantizer.config  # noqa: E402,F401  (registers the config resolvers)
@@ -47,12 +49,18 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
     return None
 
 
-def print_summary(results: dict[str, float], image_path: Path | None, best_checkpoint: str) -> None:
+def print_summary(results: dict[str, float], part: str, photos: int, image_path: Path | None,
+                  best_checkpoint: str) -> None:
+    """The JPEG vs restored table, headed by the split it was computed on."""
+    if part == "test":
+        title = f"test split: {photos} held-out photos, never trained on, never used to pick best.ckpt"
+    else:
+        title = f"val split: {photos} photos, which also picked best.ckpt (split.json has no test part)"
     rows = [
         ("JPEG input", results["psnr_jpeg"], results["ssim_jpeg"]),
         ("restored", results["psnr"], results["ssim"]),
     ]
-    lines = [f"{'held-out crops':<16}{'PSNR (dB)':>11}{'SSIM':>9}"]
+    lines = [title, f"{part + ' crops':<16}{'PSNR (dB)':>11}{'SSIM':>9}"]
     lines += [f"{name:<16}{psnr:>11.3f}{ssim:>9.4f}" for name, psnr, ssim in rows]
     lines.append(
         f"{'gain':<16}{results['psnr'] - results['psnr_jpeg']:>+11.3f}{results['ssim'] - results['ssim_jpeg']:>+9.4f}"
@@ -96,7 +104,7 @@ def train(cfg: DictConfig) -> float | None:
         if hasattr(logger.experiment, "finish"):
             logger.experiment.finish()  # one W&B run per multirun job
     if cfg.test and trainer.is_global_zero:
-        print_summary(model.test_results, image_path, best_checkpoint)
+        print_summary(model.test_results, datamodule.test_part, datamodule.test_photos, image_path, best_checkpoint)
     return float(best_score) if best_score is not None else None
 
 
@@ -111,7 +119,9 @@ def main(cfg: DictConfig) -> float | None:
             cause = cause.__cause__
         if cause is None:
             raise
-        print(f"error: {cause}", file=sys.stderr)
+        # Under DDP every rank stops with the same error: one of them says it.
+        if rank_zero_only.rank == 0:
+            print(f"error: {cause}", file=sys.stderr)
         sys.exit(2)
 
 

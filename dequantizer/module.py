@@ -2,7 +2,8 @@
 
 Per training batch: one generator forward; a discriminator step on the detached restored images; then a generator step
 with the discriminator frozen (toggled optimizer). With an adversarial weight of 0 (pixel pre-training), the
-discriminator is neither run nor trained.
+discriminator is neither run nor trained. One training step (``global_step``: ``max_steps``, logging, checkpoints) is
+one batch, in GAN and pixel-only runs alike: only the generator's optimizer step is counted.
 
 Images travel as uint8 from the DataModule; the networks see [-1, 1] (the paper's tanh range); losses and metrics see
 [0, 1] RGB, metrics after clamping.
@@ -10,9 +11,9 @@ Images travel as uint8 from the DataModule; the networks see [-1, 1] (the paper'
 
 from __future__ import annotations
 
-import io
 import logging
 import random
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,6 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from hydra.utils import instantiate
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -31,7 +31,6 @@ from torchmetrics import MeanMetric
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from dequantizer.errors import DequantizerError
-from dequantizer.files import atomic_write
 from dequantizer.losses import GeneratorLoss, discriminator_loss
 from dequantizer.models import to_model_range, to_unit_range
 
@@ -70,7 +69,8 @@ class DequantizerGAN(L.LightningModule):
         init_from: a checkpoint (.ckpt) or generator weights (.safetensors) to start from, e.g. the paper's Phi
             starting from Gimel. Ignored when resuming, since the resumed checkpoint holds newer weights.
         compile: ``torch.compile`` the generator and discriminator.
-        max_nonfinite_steps: a non-finite loss skips its step (with a warning); this many in a row stop the run.
+        max_nonfinite_steps: a non-finite loss skips its step (with a warning; on every rank when any rank has one);
+            this many batches in a row with one stop the run.
         quality_weight: weight of the quality head's L1 loss (JPEG quality / 100), for generators that predict the
             quality of their input (``QualityUNet``); such generators are told the true quality while training.
     """
@@ -114,8 +114,9 @@ class DequantizerGAN(L.LightningModule):
         self.metrics = nn.ModuleDict({name: MeanMetric() for name in metrics})
         self.example_grid: torch.Tensor | None = None  # JPEG | restored | original, from the last evaluation
         self.test_results: dict[str, float] = {}
-        self.skipped_steps = 0  # non-finite steps skipped in this run
-        self.nonfinite_streak = 0
+        self.skipped_steps = 0  # generator steps skipped in this run (non-finite loss)
+        self.skipped_steps_d = 0  # discriminator steps skipped
+        self.nonfinite_streak = 0  # batches in a row with a skipped step
 
     @property
     def restoring_generator(self) -> nn.Module:
@@ -124,13 +125,16 @@ class DequantizerGAN(L.LightningModule):
 
     # -- setup ---------------------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        # Runs before Lightning restores a resumed checkpoint, so init_from never overrides resumed weights.
-        if stage == "fit" and self.hparams.init_from:
-            self.load_initial_weights(self.hparams.init_from)
         self.to(memory_format=torch.channels_last)
         if self.hparams.compile:
             self.generator.compile()
             self.discriminator.compile()
+
+    def on_fit_start(self) -> None:
+        # Lightning has restored a resumed checkpoint by now (trainer.ckpt_path): its weights are newer than
+        # init_from's, whose file may be gone since, so init_from is read only by a run that starts afresh.
+        if self.hparams.init_from and self.trainer.ckpt_path is None:
+            self.load_initial_weights(self.hparams.init_from)
 
     def load_initial_weights(self, path: str) -> None:
         from dequantizer.weights import generator_state_from_checkpoint, load_generator_state, read_checkpoint
@@ -181,6 +185,10 @@ class DequantizerGAN(L.LightningModule):
         }  # plain tensors and numbers: loadable with weights_only=True
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Called before Lightning loads the optimizer and scheduler states from this same dict.
+        saved_scheduler = checkpoint.get("hyper_parameters", {}).get("scheduler")
+        if "optimizer_states" in checkpoint and saved_scheduler != self.hparams.scheduler:
+            self._follow_new_schedule(checkpoint, saved_scheduler)
         states = checkpoint.get("rng_states")
         if not states:
             return
@@ -188,20 +196,61 @@ class DequantizerGAN(L.LightningModule):
         np.random.set_state(("MT19937", states["numpy"].numpy().astype(np.uint32), states["numpy_position"], 0, 0.0))
         torch.set_rng_state(states["torch"])
 
+    def _follow_new_schedule(self, checkpoint: dict[str, Any], saved_scheduler: Mapping | None) -> None:
+        """The resumed run's schedule differs from the config (``trainer.max_epochs`` raised, so a cosine's ``T_max``
+        with it): set the learning rates and scheduler states to what a run started with this config would have now.
+        Restoring the old ones would keep the old length, and past its end a cosine climbs back up."""
+        saved_states = checkpoint.get("lr_schedulers") or []
+        rebuilt = []
+        for index, optimizer_config in enumerate((self.hparams.optimizer_g, self.hparams.optimizer_d)):
+            # A stand-in optimizer: schedules only read and write its learning rates.
+            stand_in = instantiate(optimizer_config, params=[torch.zeros(1, requires_grad=True)])
+            if self.hparams.scheduler:
+                scheduler = instantiate(self.hparams.scheduler, optimizer=stand_in)
+                position = saved_states[index]["last_epoch"] if index < len(saved_states) else 0
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # "lr_scheduler.step() before optimizer.step()": intended here
+                    for _ in range(position):
+                        scheduler.step()
+                rebuilt.append(scheduler.state_dict())
+            for group, new_group in zip(checkpoint["optimizer_states"][index]["param_groups"], stand_in.param_groups,
+                                        strict=True):
+                group["lr"] = new_group["lr"]
+                if "initial_lr" in new_group:
+                    group["initial_lr"] = new_group["initial_lr"]
+        checkpoint["lr_schedulers"] = rebuilt
+        before, after = saved_scheduler or {}, self.hparams.scheduler or {}
+        changes = [f"{key} {before.get(key)} -> {after.get(key)}" for key in sorted(set(before) | set(after))
+                   if before.get(key) != after.get(key)]
+        if self.trainer.is_global_zero:
+            log.warning("model.scheduler changed since the run started (%s): the learning rates follow the new "
+                        "schedule, as if the run had started with it", ", ".join(changes))
+
     # -- training ------------------------------------------------------------------------------------------------------
-    def _step(self, optimizer, loss: torch.Tensor) -> None:
+    def _step(self, optimizer, loss: torch.Tensor, counted: bool = True) -> None:
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         if self.hparams.clip_gradients:
             self.clip_gradients(optimizer, gradient_clip_val=self.hparams.clip_gradients,
                                 gradient_clip_algorithm="norm")
-        optimizer.step()
+        if counted:
+            optimizer.step()
+        else:
+            # The same step through the strategy (precision plugin included) but past Lightning's step counter, which
+            # counts every optimizer's steps: global_step stays one per batch.
+            self.trainer.strategy.optimizer_step(optimizer.optimizer, closure=lambda: None)
 
-    def training_step(self, batch, batch_idx: int) -> None:
+    def _finite_everywhere(self, loss: torch.Tensor) -> bool:
+        """Whether ``loss`` is finite on every process. The skip decision must be the same on all ranks: a rank that
+        skips its backward while the others all-reduce their gradients would leave them waiting forever."""
+        return self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True)
+
+    def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         jpeg, target, quality = batch
         inputs, real = to_model_range(jpeg), to_model_range(target)
         opt_g, opt_d = self.optimizers()
         logs: dict[str, torch.Tensor] = {}
+        skipped: list[str] = []  # the networks whose step this batch skipped (non-finite loss)
         # The one generator forward of this batch. A quality-aware generator is told the true quality (so its body
         # learns what each quality needs) and its head learns to predict it, for inputs whose quality is unknown.
         if self.predicts_quality:
@@ -217,8 +266,11 @@ class DequantizerGAN(L.LightningModule):
                 real_logits = self.discriminator(real)
                 detached_logits = self.discriminator(restored.detach())
                 loss_d = discriminator_loss(real_logits, detached_logits)
-                if torch.isfinite(loss_d):
-                    self._step(opt_d, loss_d)
+                if self._finite_everywhere(loss_d):
+                    self._step(opt_d, loss_d, counted=False)
+                else:
+                    self.skipped_steps_d += 1
+                    skipped.append("discriminator")
             logs |= {
                 "train/loss_d": loss_d,
                 "train/d_real_prob": torch.sigmoid(real_logits.float()).mean(),
@@ -231,26 +283,38 @@ class DequantizerGAN(L.LightningModule):
             terms = self.loss(to_unit_range(restored), to_unit_range(real), fake_logits)
             if quality_loss is not None:
                 terms["total"] = terms["total"] + self.hparams.quality_weight * quality_loss
-            if torch.isfinite(terms["total"]):
+            if self._finite_everywhere(terms["total"]):
                 self._step(opt_g, terms["total"])
-                self.nonfinite_streak = 0
             else:
-                self._skip_nonfinite_step()
+                self.skipped_steps += 1
+                skipped.append("generator")
         if self.ema is not None:
             self.ema.update_parameters(self.generator)
         logs |= {f"train/loss_{name}" if name != "total" else "train/loss_g": value for name, value in terms.items()}
         self.log_dict({name: value.detach().float() for name, value in logs.items()}, prog_bar=False)
         self.log("train/loss", terms["total"].detach().float(), prog_bar=True)
         self.log("train/skipped_steps", float(self.skipped_steps))
+        if self.loss.uses_discriminator:
+            self.log("train/skipped_steps_d", float(self.skipped_steps_d))
+        self._count_nonfinite(skipped, batch_idx)
+        # The step's losses, detached, for callbacks (EpochLog): the generator's total first.
+        losses = {"g": terms["total"]} | {name.removeprefix("train/loss_"): value for name, value in logs.items()
+                                          if name.startswith("train/loss_") and name != "train/loss_g"}
+        return {name: value.detach().float() for name, value in losses.items()}
 
-    def _skip_nonfinite_step(self) -> None:
-        self.skipped_steps += 1
-        self.nonfinite_streak += 1
-        log.warning("non-finite generator loss at step %d: step skipped", self.global_step)
+    def _count_nonfinite(self, skipped: list[str], batch_idx: int) -> None:
+        # Every rank takes the same decisions (_finite_everywhere), so all ranks stop at the same batch.
+        self.nonfinite_streak = self.nonfinite_streak + 1 if skipped else 0
+        if not skipped:
+            return
+        if self.trainer.is_global_zero:
+            log.warning("non-finite %s loss at epoch %d, batch %d: step skipped", " and ".join(skipped),
+                        self.current_epoch, batch_idx)
         if self.nonfinite_streak >= self.hparams.max_nonfinite_steps:
             raise DequantizerError(
-                f"{self.nonfinite_streak} non-finite losses in a row: training stopped, the last good checkpoint is "
-                "left as it was; lower the learning rate or set model.clip_gradients, then rerun to resume"
+                f"non-finite losses in {self.nonfinite_streak} batches in a row: training stopped, the last good "
+                "checkpoint is left as it was; lower the learning rate or set model.clip_gradients, then rerun to "
+                "resume"
             )
 
     def on_train_epoch_start(self) -> None:
@@ -313,46 +377,21 @@ class DequantizerGAN(L.LightningModule):
 
 
 def log_image_grid(trainer: L.Trainer, grid: torch.Tensor, key: str, epoch: int) -> None:
-    """Send the JPEG | restored | original grid to every logger: W&B and TensorBoard natively, others as PNG files."""
+    """Send the JPEG | restored | original grid to every logger: W&B and TensorBoard natively, others as PNG files.
+
+    Sent as 8-bit pixels: W&B (0.31) reads a float array as 0-255, so a [0, 1] grid would be stored black."""
     from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
     if trainer.global_rank != 0:
         return
+    pixels = grid.clamp(0, 1).mul(255).round().to(torch.uint8)
+    image = torchvision.transforms.functional.to_pil_image(pixels)
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
-            logger.log_image(key=key, images=[grid], caption=["JPEG | restored | original"], step=trainer.global_step)
+            logger.log_image(key=key, images=[image], caption=["JPEG | restored | original"], step=trainer.global_step)
         elif isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_image(key, grid, trainer.global_step)
+            logger.experiment.add_image(key, pixels, trainer.global_step)
         elif logger.log_dir:
             from dequantizer.data.images import save_image_atomic
 
-            image = torchvision.transforms.functional.to_pil_image(grid)
             save_image_atomic(image, Path(logger.log_dir) / "images" / f"val_epoch{epoch:03d}.png")
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written to a temporary file and renamed: a process killed mid-write leaves the previous
-    last.ckpt intact (Lightning's own writer truncates the file first)."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        atomic_write(path, buffer.getvalue())
-
-
-class SaveOnPreemption(L.Callback):
-    """On SIGTERM (SLURM pre-emption, `kill`), Lightning stops after the current batch; this saves last.ckpt first,
-    so the rerun resumes mid-epoch instead of losing the epoch."""
-
-    def __init__(self, dirpath: str, filename: str = "last.ckpt"):
-        self.path = Path(dirpath) / filename
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-        if not isinstance(exception, SIGTERMException):
-            return
-        trainer.save_checkpoint(self.path)
-        if trainer.is_global_zero:
-            log.warning("SIGTERM: saved %s at step %d; run the same command again to resume", self.path,
-                        trainer.global_step)

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from dequantizer.data.datamodule import make_split
 from dequantizer.data.images import IMAGE_EXTENSIONS
+from dequantizer.data.split import make_split
 from dequantizer.files import atomic_write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +44,7 @@ def link_photos(shared: Path, debian: Path, output: Path, seed: int) -> dict[str
         name = path.relative_to(shared).as_posix()
         split["val" if name in shared_val else "train"].append(f"shared/{name}")
     scenes = photos_under(debian)
-    debian_val = make_split([path.stem for path in scenes], 0.1, seed)
+    debian_val = make_split([path.stem for path in scenes], 0.1, 0.0, seed)["val"]
     for path in scenes:
         split["val" if path.stem in debian_val else "train"].append(f"debian/{path.name}")
     for name in split["train"] + split["val"]:

@@ -50,7 +50,7 @@ def compose_config(overrides: list[str], root: Path):
 def samples_dir(tmp_path_factory) -> Path:
     """scikit-image's photos exported once for the whole session."""
     root = tmp_path_factory.mktemp("data") / "samples"
-    SamplePhotos(root).photo_paths()
+    SamplePhotos(root).prepare()
     return root
 
 
@@ -81,5 +81,12 @@ def run_train(root: Path, *overrides: str, samples: Path | None = None, multirun
     if samples is not None and not (root / "data" / "samples").exists():
         (root / "data").mkdir(parents=True, exist_ok=True)
         (root / "data" / "samples").symlink_to(samples)
-    environment = {**os.environ, "DEQUANTIZER_ROOT": str(root), "WANDB_MODE": "offline", **(env or {})}
-    return subprocess.run(command, cwd=root, env=environment, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command, cwd=root, env=train_environment(root, env), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def train_environment(root: Path, env=None) -> dict[str, str]:
+    """train.py's environment in tests: outputs under ``root``, W&B offline, tests/probes.py importable."""
+    return {**os.environ, "DEQUANTIZER_ROOT": str(root), "WANDB_MODE": "offline",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")])),
+            **(env or {})}

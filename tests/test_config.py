@@ -1,14 +1,13 @@
 import subprocess
 import sys
 
-import lightning as L
 import pytest
+import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from conftest import EXPERIMENTS, ROOT, compose_config
-from dequantizer.data import FlickrPhotos, JpegDataModule
-from dequantizer.module import DequantizerGAN
+from dequantizer.data import FlickrPhotos
 
 
 def test_the_paper_experiments_exist():
@@ -23,13 +22,18 @@ def test_every_experiment_composes_and_instantiates(experiment, tmp_path):
     for key in ("data.quality", "data.batch_size", "data.crop_size", "model.generator._target_",
                 "loss.content.pretrained", "ckpt_path", "seed"):
         OmegaConf.select(cfg, key, throw_on_missing=True)
-    assert isinstance(instantiate(cfg.data), JpegDataModule)
+    data = instantiate(cfg.data)
+    assert data.crop_size == cfg.data.crop_size and data.batch_size == cfg.data.batch_size
     model = instantiate(cfg.model, loss=cfg.loss)
-    assert isinstance(model, DequantizerGAN)
+    # the generator built is the one named, and it restores a crop to its own size
+    assert cfg.model.generator._target_.endswith("." + type(model.generator).__name__)
+    crop = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        restored = model.generator(crop, torch.tensor([50]))  # told the quality (the paper's generator ignores it)
+    assert restored.shape == crop.shape
     callbacks = [instantiate(callback) for callback in cfg.callbacks.values()]
     loggers = [instantiate(logger) for logger in cfg.logger.values()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
-    assert isinstance(trainer, L.Trainer)
     assert trainer.checkpoint_callback.dirpath == str(tmp_path / "outputs" / cfg.run_name / "checkpoints")
 
 
@@ -69,6 +73,17 @@ def test_command_line_overrides_name_the_run(tmp_path):
     cfg = compose_config(["experiment=beta", "data=samples", "trainer.max_epochs=3", "logger=none"], tmp_path)
     assert cfg.run_name == "beta-data=samples"  # max_epochs and logger do not change what is trained
     assert cfg.data.source._target_.endswith("SamplePhotos") and cfg.data.quality == 50
+
+
+def test_overrides_that_do_not_change_what_is_trained_stay_out_of_the_run_name(tmp_path):
+    cfg = compose_config(
+        ["experiment=beta", "model.generator.channels=8", "++trainer.limit_train_batches=20",
+         "+trainer.max_time=00:01:00:00", "trainer.precision=32-true", "trainer=gpu", "hydra.verbose=true",
+         "hydra/launcher=slurm", "logger=csv", "data.num_workers=0", "data.pin_memory=true", "resume=false",
+         "+callbacks.extra._target_=lightning.pytorch.callbacks.Timer", "paths.log_dir=/elsewhere", "data.quality=10"],
+        tmp_path,
+    )
+    assert cfg.run_name == "beta-data.quality=10,model.generator.channels=8"
 
 
 def test_cfg_job_prints_the_composed_config(tmp_path):

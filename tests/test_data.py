@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from dequantizer.data import FlickrPhotos, FolderPhotos, JpegDataModule, SamplePhotos
-from dequantizer.data.datamodule import parse_quality
+from dequantizer.data.datamodule import RandomJpegPairs, parse_quality
 from dequantizer.data.images import jpeg_roundtrip, load_rgb
 from dequantizer.errors import DequantizerError
 
@@ -36,30 +36,88 @@ def test_pairs_are_uint8_crops_and_the_input_is_a_real_jpeg(tmp_path):
     assert len(dm.train_set) == 12
 
 
-def test_jpeg_roundtrip_matches_pillow_file_encoding(tmp_path):
-    image = Image.fromarray((np.random.default_rng(1).random((40, 48, 3)) * 255).astype(np.uint8))
-    image.save(tmp_path / "x.jpg", quality=10)
-    expected = np.asarray(Image.open(tmp_path / "x.jpg"))
-    np.testing.assert_array_equal(np.asarray(jpeg_roundtrip(image, 10)), expected)
+def jpeg_grid_phases(jpeg, target, quality):
+    """The (row, column) offsets of the 8x8 JPEG grid at which ``jpeg`` is exactly the JPEG of ``target``.
+
+    With 4:4:4 every 8x8 block is coded on its own, so the whole blocks of the window are reproduced bit for bit by
+    compressing the target's pixels over those blocks: at the grid's true offset only, and only when the JPEG and
+    the target windows are aligned."""
+    jpeg, target = jpeg.permute(1, 2, 0).numpy(), target.permute(1, 2, 0).numpy()
+    side = (jpeg.shape[0] // 8 - 1) * 8  # whole blocks at any offset
+    phases = []
+    for dy in range(8):
+        for dx in range(8):
+            window = np.s_[dy : dy + side, dx : dx + side]
+            coded = np.asarray(jpeg_roundtrip(Image.fromarray(np.ascontiguousarray(target[window])), quality, "4:4:4"))
+            if np.array_equal(coded, jpeg[window]):
+                phases.append((dy, dx))
+    return phases
+
+
+@pytest.mark.parametrize("grid_shift_fraction", [0.0, 1.0])
+def test_training_pairs_are_aligned_and_their_jpeg_grid_shifts_as_asked(tmp_path, grid_shift_fraction):
+    photos = [np.asarray(Image.open(path).convert("RGB")) for path in make_photos(tmp_path, size=(96, 96)).iterdir()]
+    pairs = RandomJpegPairs(photos, crop_size=32, quality=(30, 30), length=24, subsampling="4:4:4",
+                            grid_shift_fraction=grid_shift_fraction)
+    grids = set()
+    for index in range(len(pairs)):
+        jpeg, target, quality = pairs[index]
+        phases = jpeg_grid_phases(jpeg, target, quality)
+        assert len(phases) == 1, f"pair {index}: the JPEG matches the target at grid offsets {phases}, not one"
+        grids |= set(phases)
+    if grid_shift_fraction == 0:
+        assert grids == {(0, 0)}  # on the grid, as JPEG files and the restorer's tiles are
+    else:
+        assert len(grids) > 8, grids  # of the 64 offsets, 24 draws show many
 
 
 def test_split_is_saved_reused_and_never_leaks(tmp_path):
     root = make_photos(tmp_path / "photos", count=20)
-    first = datamodule(root).split(FolderPhotos(root).photo_paths())
-    assert not set(first["train"]) & set(first["val"])
-    assert len(first["val"]) == 4  # 20% of 20
+    first = datamodule(root).split(FolderPhotos(root).photo_paths(), save=True)
+    train, val, test = (set(first[part]) for part in ("train", "val", "test"))
+    assert not train & val and not train & test and not val & test
+    assert len(val) == 4 and len(test) == 2  # 20% and 10% of 20
     saved = json.loads((root / "split.json").read_text())
-    assert sorted(saved["train"] + saved["val"]) == sorted(p.name for p in root.glob("*.png"))
+    assert sorted(saved["train"] + saved["val"] + saved["test"]) == sorted(p.name for p in root.glob("*.png"))
     # another seed later does not reshuffle: the split is made once
-    again = datamodule(root, seed=99).split(FolderPhotos(root).photo_paths())
+    again = datamodule(root, seed=99).split(FolderPhotos(root).photo_paths(), save=True)
     assert again == first
     # new photos are placed without moving the old ones
-    make_photos(tmp_path / "more", count=5, seed=3)
+    make_photos(tmp_path / "more", count=30, seed=3)
     for path in (tmp_path / "more").glob("*.png"):
         path.rename(root / f"new_{path.name}")
-    grown = datamodule(root).split(FolderPhotos(root).photo_paths())
-    assert set(first["train"]) <= set(grown["train"]) and set(first["val"]) <= set(grown["val"])
-    assert not set(grown["train"]) & set(grown["val"])
+    grown = datamodule(root).split(FolderPhotos(root).photo_paths(), save=True)
+    for part in ("train", "val", "test"):
+        assert set(first[part]) <= set(grown[part])
+        assert len(grown[part]) > len(first[part]), part  # 30 new photos: some land in each part
+    assert sum(len(paths) for paths in grown.values()) == len({path for paths in grown.values() for path in paths})
+    assert json.loads((root / "split.json").read_text())["test"] == [p.name for p in grown["test"]]
+
+
+def test_only_prepare_data_writes_the_split(tmp_path):
+    """Under DDP, Lightning calls prepare_data in one process per node and setup in every process."""
+    root = make_photos(tmp_path / "photos")
+    dm = datamodule(root)
+    dm.setup()
+    assert not (root / "split.json").exists()
+    datamodule(root).prepare_data()
+    assert (root / "split.json").is_file()
+
+
+def test_a_split_saved_without_a_test_part_keeps_its_parts_and_reports_on_val(tmp_path):
+    root = make_photos(tmp_path / "photos", count=10)
+    names = sorted(path.name for path in root.glob("*.png"))
+    (root / "split.json").write_text(json.dumps({"train": names[:8], "val": names[8:]}))
+    make_photos(tmp_path / "more", count=10, seed=3)
+    for path in (tmp_path / "more").glob("*.png"):
+        path.rename(root / f"new_{path.name}")
+    dm = datamodule(root)
+    dm.prepare_data()
+    saved = json.loads((root / "split.json").read_text())
+    assert "test" not in saved and saved["train"][:8] == names[:8] and saved["val"][:2] == names[8:]
+    assert len(saved["train"] + saved["val"]) == 20  # the newcomers join train or val, never a test of newcomers
+    dm.setup()
+    assert dm.test_part == "val" and dm.test_set is dm.val_set
 
 
 def test_sample_photos_keep_the_stereo_pair_together(tmp_path, samples_dir):
@@ -136,6 +194,7 @@ def test_other_bad_values_are_clear_errors(tmp_path):
     for kwargs, match in [
         (dict(crop_size=4), "crop_size"),
         (dict(val_fraction=1.5), "val_fraction"),
+        (dict(val_fraction=0.5, test_fraction=0.5), "test_fraction"),
         (dict(subsampling="4:1:1"), "subsampling"),
         (dict(batch_size=0), "batch_size"),
     ]:

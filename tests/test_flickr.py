@@ -23,6 +23,7 @@ from dequantizer.data.flickr import (
     prepare_dataset,
 )
 from dequantizer.data.sources import FlickrPhotos
+from dequantizer.errors import DequantizerError
 
 KEY = "test-key-0123456789abcdef"
 IMAGE_HOST = "https://live.staticflickr.com"
@@ -53,8 +54,9 @@ class FakeFlickr:
         assert params["api_key"] == KEY
         if params["method"] == "flickr.photos.search":
             base = sum(map(ord, params["text"])) * 100
-            photos = [{"id": str(base + i), "owner": "12@N0", "ownername": "Ann", "license": "4", "title": "t"}
-                      for i in range(self.photos_per_category)]
+            # Owner i took photo i of every category: one owner's photos must stay in one part of the split.
+            photos = [{"id": str(base + i), "owner": f"{10 + i}@N0", "ownername": f"Owner {i}", "license": "4",
+                       "title": "t"} for i in range(self.photos_per_category)]
             return 200, {}, json.dumps({"stat": "ok", "photos": {"photo": photos}})
         photo_id = params["photo_id"]
         sizes = [{"label": "Small", "width": 320, "height": 240, "source": f"{IMAGE_HOST}/{photo_id}_s.jpg"},
@@ -77,18 +79,53 @@ def test_happy_path_manifest_attribution_and_prepare(tmp_path):
     records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert {r["category"] for r in records} == {"goldfish", "tench"}
     assert all(re.fullmatch(r"images/\d+\.jpg", r["file"]) and (out / r["file"]).is_file() for r in records)
-    assert all(len(r["sha256"]) == 64 and r["license"] == "4" and r["owner"] == "12@N0" for r in records)
-    assert "Ann (12@N0)" in (out / "ATTRIBUTION.txt").read_text()
+    assert all(len(r["sha256"]) == 64 and r["license"] == "4" and r["owner"].endswith("@N0") for r in records)
+    assert "Owner 0 (10@N0)" in (out / "ATTRIBUTION.txt").read_text()
 
-    summary = prepare_dataset(out, size=96, val_fraction=0.5)
+    summary = prepare_dataset(out, size=96, val_fraction=0.34, test_fraction=0.34)
     prepared = out / "prepared"
-    assert summary["photos"] == 6 and summary["train"] == 3 and summary["val"] == 3
-    for name in json.loads((prepared / "split.json").read_text())["train"]:
+    split = json.loads((prepared / "split.json").read_text())
+    assert summary["photos"] == 6 and summary["owners"] == 3 and split["group_by"] == "owner"
+    owner = {f"images/{r['id']}.png": r["owner"] for r in records}
+    parts = {part: {owner[name] for name in split[part]} for part in ("train", "val", "test")}
+    assert [len(split[part]) for part in ("train", "val", "test")] == [2, 2, 2]
+    assert all(len(owners) == 1 for owners in parts.values()) and len(set.union(*parts.values())) == 3
+    for name in split["train"]:
         assert Image.open(prepared / name).size == (96, 96)
     datamodule = JpegDataModule(FlickrPhotos(prepared), quality=1, crop_size=96, batch_size=2, num_workers=0)
     datamodule.setup()
     jpeg, target, _ = next(iter(datamodule.train_dataloader()))
     assert jpeg.shape == (2, 3, 96, 96)
+    assert datamodule.test_part == "test" and len(datamodule.test_set) == 2
+
+    # a later download: the photos already split keep their part, a known owner's new photo joins its part
+    with responses.RequestsMock() as mock:
+        FakeFlickr(mock, photos_per_category=4)
+        download_dataset(fake_client(), ["goldfish", "tench"], out, per_category=4, progress=False)
+    prepare_dataset(out, size=96, val_fraction=0.34, test_fraction=0.34)
+    grown = json.loads((prepared / "split.json").read_text())
+    assert all(set(split[part]) <= set(grown[part]) for part in ("train", "val", "test"))
+    assert sum(len(grown[part]) for part in ("train", "val", "test")) == 8
+
+
+def test_the_download_happens_in_prepare_data_only(tmp_path, monkeypatch):
+    """Lightning calls prepare_data in one process per node, setup in every one: only the first may download."""
+    from dequantizer.data import flickr
+
+    monkeypatch.setenv("FLICKR_API_KEY", KEY)
+    monkeypatch.setattr(flickr, "imagenet_categories", lambda: ["goldfish", "tench"])
+    monkeypatch.setattr(flickr, "FlickrClient", lambda key: fake_client())
+    datamodule = JpegDataModule(FlickrPhotos(tmp_path / "flickr" / "prepared"), quality=1, crop_size=96,
+                                num_workers=0)
+    with responses.RequestsMock() as mock:  # no response registered: any request would fail
+        with pytest.raises(DequantizerError, match="no prepared Flickr set"):
+            datamodule.setup()
+        assert not mock.calls
+    with responses.RequestsMock() as mock:
+        FakeFlickr(mock)
+        datamodule.prepare_data()
+    datamodule.setup()
+    assert len(datamodule.train_set) + len(datamodule.val_set) + len(datamodule.test_set) == 6
 
 
 def test_rate_limit_then_success_honours_retry_after():

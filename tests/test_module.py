@@ -1,10 +1,10 @@
 import lightning as L
+import pytest
 import torch
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import compose_config
-from dequantizer.module import DequantizerGAN
 
 
 def tiny_model(tmp_path, *overrides):
@@ -40,8 +40,9 @@ def test_gan_step_one_generator_forward_and_detached_fake(tmp_path):
     model.discriminator.register_forward_hook(lambda m, i, o: discriminator_inputs.append(i[0].requires_grad))
     before_g = [p.detach().clone() for p in model.generator.parameters()]
     before_d = [p.detach().clone() for p in model.discriminator.parameters()]
-    fit(model, max_epochs=1, limit_val_batches=0, precision="32-true")
+    trainer = fit(model, max_epochs=1, limit_val_batches=0, precision="32-true")
     assert generator_calls.count(True) == 2  # one training forward per batch
+    assert trainer.global_step == 2  # one step per batch, though two optimizers stepped
     # per batch: D(real), D(fake.detach()) for the D step, then D(fake) with gradients for the G step
     assert discriminator_inputs == [False, False, True] * 2
     after_g, after_d = list(model.generator.parameters()), list(model.discriminator.parameters())
@@ -69,17 +70,34 @@ def test_fast_dev_run_logs_losses_and_metrics(tmp_path):
     assert model.example_grid.shape[0] == 3  # JPEG | restored | original, RGB
 
 
-def test_metrics_are_per_image_means_in_fp32():
+def test_gan_max_steps_counts_batches(tmp_path):
+    model = tiny_model(tmp_path)
+    calls = []
+    model.generator.register_forward_hook(lambda m, i, o: calls.append(torch.is_grad_enabled()))
+    trainer = fit(model, max_steps=3, limit_val_batches=0)
+    assert calls.count(True) == 3 and trainer.global_step == 3
+
+
+def test_metrics_are_per_image_means_in_fp32_even_under_autocast():
     from dequantizer.module import image_metrics
 
     target = torch.zeros(2, 3, 8, 8)
     restored = target.clone()
     restored[0] += 0.1  # PSNR 20 dB
     restored[1] += 0.01  # PSNR 40 dB
-    with torch.autocast("cpu", torch.bfloat16):
-        psnr, ssim = image_metrics(restored, target)
+    psnr, _ = image_metrics(restored, target)
     torch.testing.assert_close(psnr, torch.tensor([20.0, 40.0]))  # the mean (30) differs from pooled-MSE PSNR
-    assert psnr.dtype == torch.float32 and ssim.shape == (2,)
+    # SSIM's Gaussian filter is a convolution, which bf16 autocast would run in bf16: near-identical images then
+    # lose the variance terms (E[x^2] - E[x]^2) to rounding. Training validates under autocast.
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.rand(4, 3, 32, 32, generator=generator) * 0.5 + 0.25
+    noisy = (clean + 0.01 * torch.randn(clean.shape, generator=generator)).clamp(0, 1)
+    reference_psnr, reference_ssim = image_metrics(noisy, clean)
+    with torch.autocast("cpu", torch.bfloat16):
+        psnr, ssim = image_metrics(noisy, clean)
+    assert psnr.dtype == ssim.dtype == torch.float32
+    torch.testing.assert_close(ssim, reference_ssim, rtol=0, atol=1e-6)
+    torch.testing.assert_close(psnr, reference_psnr, rtol=0, atol=1e-5)
 
 
 def test_init_from_loads_another_runs_weights(tmp_path):
@@ -87,12 +105,22 @@ def test_init_from_loads_another_runs_weights(tmp_path):
     trainer = fit(source, max_epochs=1, limit_val_batches=0)
     trainer.save_checkpoint(tmp_path / "other.ckpt")
     model = tiny_model(tmp_path, f"model.init_from={tmp_path / 'other.ckpt'}")
-    model.setup("fit")
+    fit(model, max_steps=0)  # a run starting afresh: it reads init_from, then trains no step
     for a, b in zip(source.generator.state_dict().values(), model.generator.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     for a, b in zip(source.discriminator.state_dict().values(), model.discriminator.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    assert isinstance(model, DequantizerGAN)
+
+
+def test_init_from_is_not_read_when_resuming(tmp_path):
+    fit(tiny_model(tmp_path), max_epochs=1, limit_val_batches=0).save_checkpoint(tmp_path / "other.ckpt")
+    overrides = [f"model.init_from={tmp_path / 'other.ckpt'}", "loss=pixel"]
+    fit(tiny_model(tmp_path, *overrides), max_epochs=1, limit_val_batches=0).save_checkpoint(tmp_path / "run.ckpt")
+    (tmp_path / "other.ckpt").unlink()  # the starting point is gone; the run's own checkpoint holds newer weights
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, max_epochs=2, limit_val_batches=0)
+    trainer.fit(tiny_model(tmp_path, *overrides), train_dataloaders=batches(), ckpt_path=tmp_path / "run.ckpt")
+    assert trainer.current_epoch == 2
 
 
 def test_init_from_takes_the_ema_generator_when_the_run_kept_one(tmp_path):
@@ -101,37 +129,76 @@ def test_init_from_takes_the_ema_generator_when_the_run_kept_one(tmp_path):
     ema, raw = source.ema.module.state_dict(), source.generator.state_dict()
     assert any(not torch.equal(ema[key], raw[key]) for key in raw)
     model = tiny_model(tmp_path, f"model.init_from={tmp_path / 'ema.ckpt'}")
-    model.setup("fit")
+    model.load_initial_weights(model.hparams.init_from)
     for key, value in model.generator.state_dict().items():
         assert torch.equal(value, ema[key]), key
 
 
 def test_init_from_errors_are_clear(tmp_path):
-    import pytest
-
     from dequantizer.errors import DequantizerError
 
     model = tiny_model(tmp_path, f"model.init_from={tmp_path / 'missing.ckpt'}")
     with pytest.raises(DequantizerError, match="does not exist"):
-        model.setup("fit")
+        fit(model, max_epochs=1, limit_val_batches=0)
     other = tiny_model(tmp_path, "model.generator.num_residual_blocks=2")
     fit(other, max_epochs=1, limit_val_batches=0).save_checkpoint(tmp_path / "bigger.ckpt")
     model = tiny_model(tmp_path, f"model.init_from={tmp_path / 'bigger.ckpt'}")
     with pytest.raises(DequantizerError, match="different architecture"):
-        model.setup("fit")
+        model.load_initial_weights(model.hparams.init_from)
 
 
 def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path):
-    import pytest
-
     from dequantizer.errors import DequantizerError
 
     model = tiny_model(tmp_path, "loss=pixel", "model.max_nonfinite_steps=3")
     model.generator.register_forward_hook(lambda module, inputs, output: output * float("nan"))
     before = [p.detach().clone() for p in model.generator.parameters()]
-    with pytest.raises(DequantizerError, match="3 non-finite losses in a row"):
-        trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                            enable_model_summary=False, max_epochs=5, limit_val_batches=0)
-        trainer.fit(model, train_dataloaders=batches())
+    with pytest.raises(DequantizerError, match="non-finite losses in 3 batches in a row"):
+        fit(model, max_epochs=5, limit_val_batches=0)
     assert model.skipped_steps == 3
     assert all(torch.equal(a, b) for a, b in zip(before, model.generator.parameters(), strict=True))
+
+
+def test_non_finite_discriminator_losses_are_counted_and_stop_the_run(tmp_path):
+    from dequantizer.errors import DequantizerError
+
+    model = tiny_model(tmp_path, "model.max_nonfinite_steps=3")
+    # D's own step sees detached inputs: poison only those, so D's loss is non-finite and G's is not.
+    model.discriminator.register_forward_hook(
+        lambda module, inputs, output: output if inputs[0].requires_grad else output * float("nan"))
+    before_d = [p.detach().clone() for p in model.discriminator.parameters()]
+    before_g = [p.detach().clone() for p in model.generator.parameters()]
+    with pytest.raises(DequantizerError, match="non-finite losses in 3 batches in a row"):
+        fit(model, max_epochs=5, limit_val_batches=0)
+    assert model.skipped_steps_d == 3 and model.skipped_steps == 0
+    assert all(torch.equal(a, b) for a, b in zip(before_d, model.discriminator.parameters(), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(before_g, model.generator.parameters(), strict=True))
+
+
+class LearningRates(L.Callback):
+    """The generator's learning rate in each epoch."""
+
+    def __init__(self):
+        self.rates = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.rates[trainer.current_epoch] = pl_module.optimizers()[0].param_groups[0]["lr"]
+
+
+def test_raising_max_epochs_on_resume_stretches_the_cosine_schedule(tmp_path):
+    import math
+
+    def cosine(epochs):
+        return f"model.scheduler={{_target_:torch.optim.lr_scheduler.CosineAnnealingLR,T_max:{epochs}}}"
+
+    trainer = fit(tiny_model(tmp_path, "loss=pixel", cosine(2)), max_epochs=2, limit_val_batches=0)
+    trainer.save_checkpoint(tmp_path / "finished.ckpt")  # a finished run: its cosine has come down to 0
+
+    extended = LearningRates()
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, max_epochs=4, limit_val_batches=0, callbacks=[extended])
+    trainer.fit(tiny_model(tmp_path, "loss=pixel", cosine(4)), train_dataloaders=batches(),
+                ckpt_path=tmp_path / "finished.ckpt")
+    base = trainer.lightning_module.hparams.optimizer_g["lr"]
+    expected = {epoch: base * (1 + math.cos(math.pi * epoch / 4)) / 2 for epoch in (2, 3)}
+    assert extended.rates == pytest.approx(expected)  # a 4-epoch cosine from the start, not the old one going up

@@ -1,11 +1,17 @@
 """train.py end to end, as a user runs it: overfit, resume, multirun, errors, secrets."""
 
 import csv
+import re
+import signal
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from conftest import FAST, run_train
+from conftest import FAST, ROOT, run_train, train_environment
 
 QUICK = ["experiment=quick", *FAST]
 
@@ -30,6 +36,8 @@ def test_overfit_rises_above_the_jpeg_input(tmp_path, samples_dir):
     assert len(psnr) == 30
     assert psnr[-1] > psnr[0] and psnr[-1] > jpeg + 0.1, (psnr, jpeg)
     assert "JPEG input" in result.stdout and "comparison image" in result.stdout
+    # the table is computed on photos that neither trained nor picked best.ckpt, and says so
+    assert "test split: 4 held-out photos, never trained on, never used to pick best.ckpt" in result.stdout
     assert list(tmp_path.glob("outputs/*/runs/*/comparison.png"))
     assert list(tmp_path.glob("outputs/*/runs/*/csv/version_0/images/val_epoch000.png"))
 
@@ -56,8 +64,16 @@ def test_rerun_resumes_from_last_checkpoint(tmp_path, samples_dir):
     assert last["epoch"] == 0 and last["global_step"] == 2  # 2 batches, generator steps only (pixel loss)
     best_score = checkpoint_callback_state(last)["best_model_score"]
 
+    # one line per epoch on stdout (a pipe here, as under nohup or SLURM) and in the run's train.log
+    (first_log,) = run_dir.glob("runs/*/train.log")
+    epoch_line = r"epoch {}/{}, step {}: loss g [0-9.e-]+, pixel [0-9.e-]+ \| val PSNR [0-9.]+ dB, JPEG [0-9.]+ " \
+                 r"\([+-][0-9.]+\) \| [0-9.]+ s, [0-9.]+ images/s"
+    assert re.search(epoch_line.format(1, 1, 2), first.stdout), first.stdout[-2000:]
+    assert re.search(epoch_line.format(1, 1, 2), first_log.read_text())
+
     second = run_train(tmp_path, *QUICK, "trainer.max_epochs=3", "test=false", samples=samples_dir)
     assert second.returncode == 0, second.stderr[-3000:]
+    assert [int(n) for n in re.findall(r"^.*epoch (\d)/3, step", second.stdout, re.MULTILINE)] == [2, 3]
     output = second.stdout + second.stderr
     assert "resuming from" in output and str(run_dir / "checkpoints" / "last.ckpt") in output
     resumed = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
@@ -97,6 +113,11 @@ def test_paper_recipe_with_gan_loss_and_wandb_offline_never_stores_secrets(tmp_p
     assert "restored" in result.stdout
     written = [path for path in tmp_path.rglob("*") if path.is_file()]
     assert any("wandb" in str(path) for path in written)
+    # the validation grid W&B stored has the photos' pixels, not a black image of 0s and 1s
+    (grid,) = tmp_path.glob("outputs/*/wandb/offline-run-*/files/media/images/val/examples_*.png")
+    pixels = np.asarray(Image.open(grid))
+    assert pixels.dtype == np.uint8 and pixels.max() == 255  # the white padding
+    assert len(np.unique(pixels)) > 100 and 30 < pixels.mean() < 225
     for path in written:
         data = path.read_bytes()
         for secret in secrets.values():
@@ -122,43 +143,40 @@ def test_bad_values_give_one_clear_line(tmp_path, samples_dir, overrides, messag
     assert "Traceback" not in result.stderr
 
 
-def start_train(root, samples, overrides, output):
-    """train.py in the background, as a process to signal."""
-    import os
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
+def start_train(root, samples, overrides):
+    """train.py in the background, as a process to signal, its output (stderr too) a stream of lines to wait on."""
     (root / "data").mkdir()
     (root / "data" / "samples").symlink_to(samples)
-    env = {**os.environ, "DEQUANTIZER_ROOT": str(root)}
-    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *overrides], cwd=root, env=env, stdout=output,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *overrides], cwd=root,
+                            env=train_environment(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_line(process, text):
+    """Read the process's output until a line holds ``text``; fail, saying what was awaited, if it ends first."""
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if text in line:
+            return "".join(seen)
+    process.wait()
+    pytest.fail(f"train.py ended (exit {process.returncode}) before printing {text!r}:\n" + "".join(seen)[-3000:])
 
 
 def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_mid_epoch(tmp_path, samples_dir):
-    import signal
-    import subprocess
-    import time
-
-    overrides = [*QUICK, "data.samples_per_epoch=2000", "trainer.max_epochs=1", "test=false"]
-    process = start_train(tmp_path, samples_dir, overrides, subprocess.PIPE)
-    seen = ""
-    deadline = time.time() + 120
-    while "val crops" not in seen and time.time() < deadline:  # the data is ready, training starts
-        seen += process.stdout.read(1)
-    time.sleep(8)
+    overrides = [*QUICK, "data.samples_per_epoch=40", "trainer.max_epochs=1", "test=false"]
+    probe = ["+callbacks.probe._target_=probes.PauseAt", "+callbacks.probe.epoch=0", "+callbacks.probe.batch=5"]
+    process = start_train(tmp_path, samples_dir, overrides + probe)
+    seen = wait_for_line(process, "probe: paused after epoch 0 batch 5")
     process.send_signal(signal.SIGTERM)
-    output = seen + process.communicate(timeout=120)[0]
+    output = seen + process.communicate()[0]
     assert "SIGTERM: saved" in output, output[-2000:]
     (run_dir,) = [path for path in (tmp_path / "outputs").iterdir() if path.is_dir()]
     saved = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
-    assert 0 < saved["global_step"] < 500  # mid-epoch
-    rerun = run_train(tmp_path, *overrides, samples=samples_dir)
+    assert saved["global_step"] == 6  # the step in flight finished, then the checkpoint was saved mid-epoch
+    rerun = run_train(tmp_path, *overrides, samples=samples_dir)  # callbacks are not part of the run's name
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     finished = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
-    assert finished["global_step"] == 500  # the epoch was completed, not restarted
+    assert finished["global_step"] == 10  # the epoch was completed, not restarted
 
 
 def test_ddp_with_two_cpu_processes(tmp_path, samples_dir):
@@ -167,12 +185,34 @@ def test_ddp_with_two_cpu_processes(tmp_path, samples_dir):
                        "trainer.devices=2", "trainer.sync_batchnorm=false", "trainer.max_epochs=1",
                        samples=samples_dir)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("held-out crops") == 1
+    assert result.stdout.count("test split:") == 1 and result.stdout.count("JPEG input") == 1
     assert "world_size: 2" in result.stdout + result.stderr or "Initializing distributed: GLOBAL_RANK: 1" in (
         result.stdout + result.stderr)
     (run_dir,) = [path for path in (tmp_path / "outputs").iterdir() if path.is_dir()]
-    # 8 crops over 2 ranks of batch 4: one batch per rank, i.e. one D step and one G step
-    assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 2
+    # 8 crops over 2 ranks of batch 4: one batch per rank, one step (a D step and a G step)
+    assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 1
+
+
+def test_ddp_a_non_finite_loss_on_one_rank_skips_the_step_on_every_rank(tmp_path, samples_dir):
+    """Both ranks skip (a rank skipping alone would leave the other in the gradient all-reduce forever), and both
+    stop at the same batch with one line."""
+    overrides = ["experiment=alef", "data=samples", *FAST, "trainer=ddp", "trainer.accelerator=cpu",
+                 "trainer.devices=2", "trainer.sync_batchnorm=false", "trainer.max_epochs=1",
+                 "data.samples_per_epoch=32", "model.max_nonfinite_steps=3",
+                 "+callbacks.poison._target_=probes.PoisonRank", "+callbacks.poison.rank=1"]
+    try:
+        result = run_train(tmp_path, *overrides, samples=samples_dir)
+    except subprocess.TimeoutExpired:
+        pytest.fail("train.py under DDP did not end: a rank is waiting for the other (the skip is not collective)")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: non-finite losses in 3 batches in a row: training stopped, the last good checkpoint "
+                      "is left as it was; lower the learning rate or set model.clip_gradients, then rerun to resume"]
+    # rank 0, whose own losses were finite, skipped too: D's and G's steps, counted
+    output = result.stdout + result.stderr
+    for batch in range(3):
+        assert f"non-finite discriminator and generator loss at epoch 0, batch {batch}: step skipped" in output
 
 
 def test_optuna_search_runs_two_trials(tmp_path, samples_dir):
@@ -185,11 +225,6 @@ def test_optuna_search_runs_two_trials(tmp_path, samples_dir):
 
 
 def test_slurm_launcher_config_composes(tmp_path):
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
     result = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "hydra/launcher=slurm", "trainer=gpu", "experiment=beta",
          "--cfg", "hydra"],
@@ -200,23 +235,17 @@ def test_slurm_launcher_config_composes(tmp_path):
 
 
 def test_sigkill_mid_epoch_then_rerun_resumes_from_last_epoch(tmp_path, samples_dir):
-    import signal
-    import subprocess
-    import time
-
-    overrides = [*QUICK, "data.samples_per_epoch=800", "trainer.max_epochs=2", "test=false"]
-    process = start_train(tmp_path, samples_dir, overrides, subprocess.DEVNULL)
-    deadline = time.time() + 180
-    while not list(tmp_path.glob("outputs/*/checkpoints/last.ckpt")) and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.5)  # into epoch 1
+    overrides = [*QUICK, "data.samples_per_epoch=40", "trainer.max_epochs=2", "test=false"]
+    probe = ["+callbacks.probe._target_=probes.PauseAt", "+callbacks.probe.epoch=1", "+callbacks.probe.batch=3"]
+    process = start_train(tmp_path, samples_dir, overrides + probe)
+    wait_for_line(process, "probe: paused after epoch 1 batch 3")
     process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.communicate()
     (last,) = tmp_path.glob("outputs/*/checkpoints/last.ckpt")
-    assert read_checkpoint(last)["global_step"] == 200  # intact: epoch 0's state, never half-written
+    assert read_checkpoint(last)["global_step"] == 10  # intact: epoch 0's state, never half-written
     rerun = run_train(tmp_path, *overrides, samples=samples_dir)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert read_checkpoint(last)["global_step"] == 400
+    assert read_checkpoint(last)["global_step"] == 20
 
 
 def test_resumed_training_continues_the_random_stream(tmp_path, samples_dir):

@@ -1,15 +1,14 @@
-"""(JPEG input, original target) pairs for training and validation, and the LightningDataModule that serves them.
+"""(JPEG input, original target) pairs for training, validation and test, and the LightningDataModule that serves them.
 
 Every source photo is decoded once into a uint8 array. Training pairs are random: a crop of ``crop_size + 8`` (random
 flips and 90-degree turns) is JPEG-compressed, then re-cropped to ``crop_size`` at a random offset so the network sees
 every alignment of the 8x8 JPEG grid; or, for ``1 - grid_shift_fraction`` of the crops, at offset 0, on the grid, as
-JPEG files and the restorer's tiles are. Validation pairs are fixed (seeded crops, fixed qualities) and made once, so
-numbers compare across runs. The split is by source photo (and photo group), made once, seeded and saved as JSON.
+JPEG files and the restorer's tiles are. Validation and test pairs are fixed (seeded crops, fixed qualities) and made
+once, so numbers compare across runs. The train / val / test split is by photo group (``dequantizer.data.split``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -24,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dequantizer.data.images import SUBSAMPLINGS, check_quality, jpeg_roundtrip_array, load_rgb
 from dequantizer.data.sources import FolderPhotos
+from dequantizer.data.split import check_fractions, split_names
 from dequantizer.errors import DequantizerError
 from dequantizer.files import atomic_write
 
@@ -146,22 +146,6 @@ class FixedJpegPairs(Dataset):
         return self.pairs[index]
 
 
-def make_split(groups: list[str], val_fraction: float, seed: int) -> set[str]:
-    """The validation groups: a seeded shuffle, at least one group on each side."""
-    unique = sorted(set(groups))
-    if len(unique) < 2:
-        raise DequantizerError("need photos from at least 2 different source photos to split into train and val")
-    order = random.Random(seed).sample(unique, len(unique))
-    count = min(max(1, round(val_fraction * len(unique))), len(unique) - 1)
-    return set(order[:count])
-
-
-def is_validation_group(group: str, val_fraction: float, seed: int) -> bool:
-    """Stable placement of a photo added after the split was saved: by a seeded hash of its group."""
-    digest = hashlib.sha256(f"{seed}:{group}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
-
-
 class JpegDataModule(L.LightningDataModule):
     """Serves (jpeg, target, quality) batches of uint8 CxHxW tensors; the LightningModule converts them to float.
 
@@ -173,8 +157,10 @@ class JpegDataModule(L.LightningDataModule):
             weighted towards the qualities that matter most), or None for uniform draws over ``quality``.
         grid_shift_fraction: share of training crops whose 8x8 JPEG grid is shifted; the others sit on the grid.
         greyscale_fraction: share of training crops made grey (R = G = B), so grey photos stay grey.
+        val_fraction, test_fraction: shares of the photo groups held out to pick the best checkpoint (val) and to
+            report on after training (test), when the split is first made.
         samples_per_epoch: training pairs per epoch; ``None`` means one per training photo.
-        val_crops_per_photo: fixed validation crops taken from each validation photo.
+        val_crops_per_photo: fixed crops taken from each validation (and test) photo.
         split_file: where the split is saved; ``None`` means ``split.json`` in the source's root.
     """
 
@@ -186,6 +172,7 @@ class JpegDataModule(L.LightningDataModule):
         batch_size: int = 16,
         num_workers: int = 2,
         val_fraction: float = 0.2,
+        test_fraction: float = 0.1,
         samples_per_epoch: int | None = None,
         val_crops_per_photo: int = 1,
         subsampling: str = "4:2:0",
@@ -212,56 +199,52 @@ class JpegDataModule(L.LightningDataModule):
         self.greyscale_fraction = greyscale_fraction
         if crop_size < 8:
             raise DequantizerError(f"data.crop_size={crop_size} is too small: use at least 8 (one JPEG block)")
-        if not 0 < val_fraction < 1:
-            raise DequantizerError(f"data.val_fraction={val_fraction} must lie between 0 and 1")
+        try:
+            check_fractions(val_fraction, test_fraction)
+        except DequantizerError as error:
+            raise DequantizerError(f"data.{error}") from None
         if subsampling not in SUBSAMPLINGS:
             raise DequantizerError(f"data.subsampling={subsampling!r} is not one of {', '.join(SUBSAMPLINGS)}")
         if batch_size < 1:
             raise DequantizerError(f"data.batch_size={batch_size} must be at least 1")
         self.crop_size, self.batch_size, self.num_workers = crop_size, batch_size, num_workers
-        self.val_fraction, self.samples_per_epoch = val_fraction, samples_per_epoch
+        self.val_fraction, self.test_fraction, self.samples_per_epoch = val_fraction, test_fraction, samples_per_epoch
         self.val_crops_per_photo, self.subsampling, self.seed = val_crops_per_photo, subsampling, seed
         self.split_file = Path(split_file) if split_file else None
         self.pin_memory = pin_memory
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+        # What the post-training table is computed on: "test", or "val" for a split saved without a test part.
+        self.test_part = "test"
+        self.test_photos = 0
         self.skipped: list[str] = []  # unreadable files
         self.too_small: list[str] = []  # photos smaller than the crop
 
     # -- split ---------------------------------------------------------------------------------------------------------
-    def split(self, paths: list[Path]) -> dict[str, list[Path]]:
-        """Train and val photo paths. Made once and saved; photos added later go by a seeded hash of their group."""
+    def split(self, paths: list[Path], save: bool = False) -> dict[str, list[Path]]:
+        """Train, val and test photo paths. Made once and saved (``save``); photos added later join their group's
+        part, or a part drawn by a seeded hash of their new group."""
         root = self.source.root
         names = {path.relative_to(root).as_posix(): path for path in paths}
-        saved = self.source.saved_split()
         split_file = self.split_file or root / "split.json"
+        saved = self.source.saved_split()
         if saved is None and split_file.is_file():
             saved = json.loads(split_file.read_text())
-        if saved is None:
-            val_groups = make_split([self.source.group(path) for path in paths], self.val_fraction, self.seed)
-            saved = {"train": [], "val": []}
-            for name, path in names.items():
-                saved["val" if self.source.group(path) in val_groups else "train"].append(name)
-            self._save_split(split_file, saved)
-        known = set(saved["train"]) | set(saved["val"])
-        val_groups = {self.source.group(root / name) for name in saved["val"]}
-        train_groups = {self.source.group(root / name) for name in saved["train"]}
-        added = [name for name in names if name not in known]
-        for name in added:
-            group = self.source.group(names[name])
-            to_val = group in val_groups or (
-                group not in train_groups and is_validation_group(group, self.val_fraction, self.seed)
-            )
-            saved["val" if to_val else "train"].append(name)
-        if added and self.source.saved_split() is None:
-            self._save_split(split_file, saved)
-        result = {part: [names[name] for name in saved[part] if name in names] for part in ("train", "val")}
+        groups = {name: self.source.group(path) for name, path in names.items()}
+        split = split_names(groups, saved, self.val_fraction, self.test_fraction, self.seed)
+        if save and self.source.saved_split() is None:
+            # An older split without a test part stays without one (see split_names).
+            record = {part: members for part, members in split.items() if saved is None or part in saved}
+            if saved is None or any(record[part] != saved.get(part) for part in record):
+                self._save_split(split_file, record)
+        result = {part: [names[name] for name in split[part] if name in names] for part in split}
         if not result["train"] or not result["val"]:
             raise DequantizerError(f"the split in {split_file} leaves train or val empty: delete it to split again")
         return result
 
     def _save_split(self, split_file: Path, split: dict[str, list[str]]) -> None:
-        record = {"seed": self.seed, "val_fraction": self.val_fraction, **split}
+        record = {"seed": self.seed, "val_fraction": self.val_fraction, "test_fraction": self.test_fraction, **split}
         try:
             atomic_write(split_file, json.dumps(record, indent=1) + "\n")
         except OSError as error:
@@ -286,11 +269,18 @@ class JpegDataModule(L.LightningDataModule):
             photos.append(photo)
         return photos
 
+    def prepare_data(self) -> None:
+        # Lightning calls this in one process per node before `setup`, the others wait: downloads and files
+        # (exported photos, the split) are written here only, never by several ranks at once.
+        self.source.prepare()
+        self.split(self.source.photo_paths(), save=True)
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
         split = self.split(self.source.photo_paths())
         train_photos, val_photos = self._load(split["train"]), self._load(split["val"])
+        test_photos = self._load(split["test"])
         if self.skipped:
             log.warning("skipped %d unreadable files", len(self.skipped))
         if self.too_small:
@@ -307,16 +297,22 @@ class JpegDataModule(L.LightningDataModule):
             train_photos, self.crop_size, self.quality, length, self.subsampling,
             self.focus_quality, self.focus_fraction, self.grid_shift_fraction, self.greyscale_fraction,
         )  # fmt: skip
+        qualities = validation_qualities(self.quality)
         self.val_set = FixedJpegPairs(
-            val_photos,
-            self.crop_size,
-            validation_qualities(self.quality),
-            self.val_crops_per_photo,
-            self.subsampling,
-            self.seed,
+            val_photos, self.crop_size, qualities, self.val_crops_per_photo, self.subsampling, self.seed
         )
-        log.info("data: %d train photos, %d val photos -> %d val crops", len(train_photos), len(val_photos),
-                 len(self.val_set))
+        if test_photos:
+            self.test_set = FixedJpegPairs(
+                test_photos, self.crop_size, qualities, self.val_crops_per_photo, self.subsampling, self.seed
+            )
+            self.test_part, self.test_photos = "test", len(test_photos)
+        else:
+            # A split saved before test parts existed: report on val, and say so (train.py names the part).
+            log.warning("no test photos in the split: the table after training is computed on the validation photos")
+            self.test_set, self.test_part, self.test_photos = self.val_set, "val", len(val_photos)
+        log.info("data: %d train photos, %d val photos -> %d val crops, %d test photos -> %d test crops",
+                 len(train_photos), len(val_photos), len(self.val_set), len(test_photos),
+                 len(self.test_set) if test_photos else 0)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(
@@ -334,5 +330,5 @@ class JpegDataModule(L.LightningDataModule):
         return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, pin_memory=self.pin_memory)
 
     def test_dataloader(self) -> DataLoader:
-        # The paper's protocol has one held-out split (its 20% "test"); we report on it after training.
-        return self.val_dataloader()
+        # Held-out photos: neither trained on nor used to pick the best checkpoint.
+        return DataLoader(self.test_set, batch_size=self.batch_size, shuffle=False, pin_memory=self.pin_memory)

@@ -316,10 +316,12 @@ def download_dataset(client: FlickrClient, categories: Iterable[str], out: str |
 
 
 def prepare_dataset(source: str | Path, out: str | Path | None = None, size: int = 96, val_fraction: float = 0.2,
-                    seed: int = 1234) -> dict:
-    """Centre square crop + resize to ``size`` (Lanczos), stored as PNG; split by photo, seeded, into split.json."""
-    from dequantizer.data.datamodule import make_split
+                    seed: int = 1234, test_fraction: float = 0.1) -> dict:
+    """Centre square crop + resize to ``size`` (Lanczos), stored as PNG; split into train / val / test by owner,
+    seeded, into split.json. By owner: one owner's photos (often bursts of near-identical shots) stay in one part.
+    A rerun keeps the part of every photo already split by owner and places the new ones."""
     from dequantizer.data.images import load_rgb, save_image_atomic
+    from dequantizer.data.split import PARTS, split_names
     from dequantizer.evaluate import square_resize
 
     source = Path(source)
@@ -327,7 +329,7 @@ def prepare_dataset(source: str | Path, out: str | Path | None = None, size: int
     manifest = Manifest(source / "manifest.jsonl")
     if not manifest.records:
         raise DequantizerError(f"no downloaded photos in {source} (no manifest.jsonl): run `dequantizer download`")
-    names, skipped = [], Counter()
+    owners, skipped = {}, Counter()
     for record in manifest.records:
         name = f"images/{record['id']}.png"
         if not (out / name).is_file():
@@ -337,12 +339,17 @@ def prepare_dataset(source: str | Path, out: str | Path | None = None, size: int
                 skipped["unreadable"] += 1
                 continue
             save_image_atomic(Image.fromarray(square_resize(rgb, size)), out / name)
-        names.append(name)
-    val = make_split(names, val_fraction, seed)
-    split = {"seed": seed, "val_fraction": val_fraction, "size": size,
-             "train": sorted(set(names) - val), "val": sorted(val)}
-    atomic_write(out / "split.json", json.dumps(split, indent=1) + "\n")
+        owners[name] = record.get("owner") or f"photo {record['id']}"  # no owner recorded: a group of its own
+    split_file = out / "split.json"
+    saved = json.loads(split_file.read_text()) if split_file.is_file() else None
+    if saved is not None and saved.get("group_by") != "owner":
+        log.warning("%s was split photo by photo: splitting again by owner", split_file)
+        saved = None
+    parts = split_names(owners, saved, val_fraction, test_fraction, seed)
+    split = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction, "size": size,
+             "group_by": "owner", **{part: sorted(name for name in parts[part] if name in owners) for part in PARTS}}
+    atomic_write(split_file, json.dumps(split, indent=1) + "\n")
     per_category = Counter(record["category"] for record in manifest.records)
-    return {"photos": len(names), "train": len(split["train"]), "val": len(split["val"]), "skipped": dict(skipped),
-            "categories": len(per_category), "photos_per_category": dict(Counter(per_category.values())),
-            "out": str(out)}
+    return {"photos": len(owners), **{part: len(split[part]) for part in PARTS}, "owners": len(set(owners.values())),
+            "skipped": dict(skipped), "categories": len(per_category),
+            "photos_per_category": dict(Counter(per_category.values())), "out": str(out)}

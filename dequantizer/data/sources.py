@@ -1,4 +1,5 @@
-"""Where training photos come from. Each source lists photo files under a ``root`` (where the split is saved too).
+"""Where training photos come from. Each source lists photo files under a ``root`` (where the split is saved too);
+``prepare`` makes them first where they are made (exported, downloaded), and is called by one process only.
 
 - ``SamplePhotos``: scikit-image's bundled photos, written once as PNG under ``root``; works offline.
 - ``FolderPhotos``: any directory tree of photos.
@@ -14,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from dequantizer.data.images import IMAGE_EXTENSIONS, save_image_atomic
+from dequantizer.data.split import PARTS
 from dequantizer.errors import DequantizerError
 
 # scikit-image photos used as built-in training data: name -> area-downscale factor. The JPEG-born ones are
@@ -32,6 +34,9 @@ class FolderPhotos:
 
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser()
+
+    def prepare(self) -> None:
+        """Make the photos when this source makes them. Lightning calls it in one process (``prepare_data``)."""
 
     def photo_paths(self) -> list[Path]:
         if not self.root.is_dir():
@@ -61,7 +66,7 @@ class FolderPhotos:
 class SamplePhotos(FolderPhotos):
     """scikit-image's bundled photos, exported once to ``root`` as PNG."""
 
-    def photo_paths(self) -> list[Path]:
+    def prepare(self) -> None:
         import skimage.data
 
         for name, factor in SAMPLE_PHOTOS.items():
@@ -77,6 +82,12 @@ class SamplePhotos(FolderPhotos):
             if factor > 1:
                 image = image.reduce(factor)  # box filter: an area downscale
             save_image_atomic(image, path)
+
+    def photo_paths(self) -> list[Path]:
+        missing = [name for name in SAMPLE_PHOTOS if not (self.root / f"{name}.png").is_file()]
+        if missing:
+            raise DequantizerError(f"the built-in photos are not exported to {self.root} yet ({missing[0]}.png): "
+                                   "call prepare() first (train.py does)")
         return [self.root / f"{name}.png" for name in SAMPLE_PHOTOS]
 
     def group(self, path: Path) -> str:
@@ -90,7 +101,7 @@ class FlickrPhotos(FolderPhotos):
     downloaded into ``root``'s parent and prepared first.
     """
 
-    def photo_paths(self) -> list[Path]:
+    def prepare(self) -> None:
         import os
 
         from dequantizer.data import flickr
@@ -99,6 +110,8 @@ class FlickrPhotos(FolderPhotos):
             client = flickr.FlickrClient(flickr.api_key_from_environment())
             flickr.download_dataset(client, flickr.imagenet_categories(), self.root.parent, per_category=10)
             flickr.prepare_dataset(self.root.parent, self.root, size=96)
+
+    def photo_paths(self) -> list[Path]:
         if not (self.root / "split.json").is_file():
             raise DequantizerError(
                 f"no prepared Flickr set at {self.root}: run `dequantizer download` and `dequantizer prepare` "
@@ -108,4 +121,4 @@ class FlickrPhotos(FolderPhotos):
 
     def saved_split(self) -> dict[str, list[str]]:
         split = json.loads((self.root / "split.json").read_text())
-        return {"train": split["train"], "val": split["val"]}
+        return {part: split[part] for part in PARTS if part in split}
