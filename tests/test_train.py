@@ -200,10 +200,11 @@ def test_ddp_a_non_finite_loss_on_one_rank_skips_the_step_on_every_rank(tmp_path
                  "trainer.devices=2", "trainer.sync_batchnorm=false", "trainer.max_epochs=1",
                  "data.samples_per_epoch=32", "model.max_nonfinite_steps=3",
                  "+callbacks.poison._target_=probes.PoisonRank", "+callbacks.poison.rank=1"]
-    try:
-        result = run_train(tmp_path, *overrides, samples=samples_dir)
+    try:  # this run takes ~20 s on 2 cores; the failure it guards against is a hang
+        result = run_train(tmp_path, *overrides, samples=samples_dir, timeout=900)
     except subprocess.TimeoutExpired:
-        pytest.fail("train.py under DDP did not end: a rank is waiting for the other (the skip is not collective)")
+        pytest.fail("train.py under DDP did not end in 900 s: a rank is waiting for the other (the skip is not "
+                    "collective)")
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
