@@ -228,12 +228,11 @@ class JpegDataModule(L.LightningDataModule):
         root = self.source.root
         names = {path.relative_to(root).as_posix(): path for path in paths}
         split_file = self.split_file or root / "split.json"
-        saved = self.source.saved_split()
-        if saved is None and split_file.is_file():
-            saved = json.loads(split_file.read_text())
+        fixed = self.source.saved_split()  # made with the data (Flickr): never rewritten here
+        saved = fixed if fixed is not None or not split_file.is_file() else json.loads(split_file.read_text())
         groups = {name: self.source.group(path) for name, path in names.items()}
         split = split_names(groups, saved, self.val_fraction, self.test_fraction, self.seed)
-        if save and self.source.saved_split() is None:
+        if save and fixed is None:
             # An older split without a test part stays without one (see split_names).
             record = {part: members for part, members in split.items() if saved is None or part in saved}
             if saved is None or any(record[part] != saved.get(part) for part in record):
