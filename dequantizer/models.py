@@ -254,6 +254,11 @@ class Discriminator(nn.Module):
     """conv/BN/LeakyReLU stack -> global average pool -> dense layers as 1x1 convs -> one real/fake logit per image.
 
     ``channels`` and ``strides`` list the stack after the first conv (which has no BN), as in SRGAN.
+
+    Train it with ``compare(real, fake)``, one forward over both kinds: each BatchNorm normalizes a batch by that
+    batch's own statistics, so a batch of real images and a separate batch of restored ones both come out centred,
+    and after the average pool the two are nearly the same by construction (measured in experiments/README.md: on
+    JPEG crops vs originals the loss stays near log 4 fed separately, and falls to 0.14 in 200 steps fed together).
     """
 
     def __init__(
@@ -289,3 +294,8 @@ class Discriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of shape (N,): positive means "real"."""
         return self.classifier(self.features(x)).squeeze(1)
+
+    def compare(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits of ``real`` and ``fake`` from one forward over both, so that BatchNorm sees both kinds at once."""
+        logits = self(torch.cat([real, fake]))
+        return logits[: len(real)], logits[len(real) :]

@@ -1,7 +1,8 @@
 """The LightningModule: the paper's GAN training with manual optimization, and the PSNR/SSIM evaluation.
 
-Per training batch: one generator forward; a discriminator step on the detached restored images; then a generator step
-with the discriminator frozen (toggled optimizer). With an adversarial weight of 0 (pixel pre-training), the
+Per training batch: one generator forward; a discriminator step on the real and the detached restored images, fed as
+one batch (its BatchNorm must see both kinds); then a generator step with the discriminator frozen (toggled
+optimizer), skipped during the discriminator's warm-up. With an adversarial weight of 0 (pixel pre-training), the
 discriminator is neither run nor trained. One training step (``global_step``: ``max_steps``, logging, checkpoints) is
 one batch, in GAN and pixel-only runs alike: only the generator's optimizer step is counted.
 
@@ -73,6 +74,9 @@ class DequantizerGAN(L.LightningModule):
             this many batches in a row with one stop the run.
         quality_weight: weight of the quality head's L1 loss (JPEG quality / 100), for generators that predict the
             quality of their input (``QualityUNet``); such generators are told the true quality while training.
+        discriminator_warmup_steps: in GAN runs, the first steps train the discriminator only (the generator is not
+            stepped), so that the adversarial signal starts from a discriminator that already tells restored images
+            from real ones (BasicSR's ``net_d_init_iters``).
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class DequantizerGAN(L.LightningModule):
         num_logged_images: int = 4,
         max_nonfinite_steps: int = 20,
         quality_weight: float = 0.1,
+        discriminator_warmup_steps: int = 0,
     ):
         super().__init__()
         hparams = dict(
@@ -97,6 +102,7 @@ class DequantizerGAN(L.LightningModule):
             optimizer_d=optimizer_d, scheduler=scheduler, clip_gradients=clip_gradients, ema_decay=ema_decay,
             init_from=init_from, compile=compile, num_logged_images=num_logged_images,
             max_nonfinite_steps=max_nonfinite_steps, quality_weight=quality_weight,
+            discriminator_warmup_steps=discriminator_warmup_steps,
         )  # fmt: skip
         self.save_hyperparameters({name: plain(value) for name, value in hparams.items()}, logger=False)
         self.automatic_optimization = False
@@ -253,33 +259,38 @@ class DequantizerGAN(L.LightningModule):
         skipped: list[str] = []  # the networks whose step this batch skipped (non-finite loss)
         # The one generator forward of this batch. A quality-aware generator is told the true quality (so its body
         # learns what each quality needs) and its head learns to predict it, for inputs whose quality is unknown.
-        if self.predicts_quality:
-            restored, predicted = self.generator(inputs, quality, return_quality=True)
-            quality_loss = F.l1_loss(predicted.float(), quality.float()) / 100
-            logs["train/loss_quality"] = quality_loss
-        else:
-            restored, quality_loss = self.generator(inputs), None
+        # While the discriminator warms up, only it learns: the generator's output is data, not a graph.
+        warming_up = self.loss.uses_discriminator and self.global_step < self.hparams.discriminator_warmup_steps
+        with torch.set_grad_enabled(not warming_up):
+            if self.predicts_quality:
+                restored, predicted = self.generator(inputs, quality, return_quality=True)
+                quality_loss = F.l1_loss(predicted.float(), quality.float()) / 100
+                logs["train/loss_quality"] = quality_loss
+            else:
+                restored, quality_loss = self.generator(inputs), None
 
         fake_logits = None
         if self.loss.uses_discriminator:
             with self.toggled_optimizer(opt_d):
-                real_logits = self.discriminator(real)
-                detached_logits = self.discriminator(restored.detach())
+                # Real and restored through D as one batch: its BatchNorm must see both kinds (see Discriminator).
+                real_logits, detached_logits = self.discriminator.compare(real, restored.detach())
                 loss_d = discriminator_loss(real_logits, detached_logits)
                 if self._finite_everywhere(loss_d):
-                    self._step(opt_d, loss_d, counted=False)
+                    self._step(opt_d, loss_d, counted=warming_up)  # counted when it is the batch's only step
                 else:
                     self.skipped_steps_d += 1
                     skipped.append("discriminator")
-            logs |= {
-                "train/loss_d": loss_d,
-                "train/d_real_prob": torch.sigmoid(real_logits.float()).mean(),
-                "train/d_fake_prob": torch.sigmoid(detached_logits.float()).mean(),
-            }
+            d_real, d_fake = torch.sigmoid(real_logits.float()).mean(), torch.sigmoid(detached_logits.float()).mean()
+            logs |= {"train/loss_d": loss_d, "train/d_real_prob": d_real, "train/d_fake_prob": d_fake,
+                     "train/d_separation": d_real - d_fake}
+        if warming_up:
+            self.log_dict({name: value.detach().float() for name, value in logs.items()})
+            self._count_nonfinite(skipped, batch_idx)
+            return {"d": loss_d.detach().float()}
 
         with self.toggled_optimizer(opt_g):
             if self.loss.uses_discriminator:
-                fake_logits = self.discriminator(restored)
+                fake_logits = self.discriminator.compare(real, restored)[1]
             terms = self.loss(to_unit_range(restored), to_unit_range(real), fake_logits)
             if quality_loss is not None:
                 terms["total"] = terms["total"] + self.hparams.quality_weight * quality_loss

@@ -37,17 +37,30 @@ def test_gan_step_one_generator_forward_and_detached_fake(tmp_path):
     model = tiny_model(tmp_path)
     generator_calls, discriminator_inputs = [], []
     model.generator.register_forward_hook(lambda m, i, o: generator_calls.append(torch.is_grad_enabled()))
-    model.discriminator.register_forward_hook(lambda m, i, o: discriminator_inputs.append(i[0].requires_grad))
+    model.discriminator.register_forward_hook(
+        lambda m, i, o: discriminator_inputs.append((i[0].requires_grad, len(i[0]))))
     before_g = [p.detach().clone() for p in model.generator.parameters()]
     before_d = [p.detach().clone() for p in model.discriminator.parameters()]
     trainer = fit(model, max_epochs=1, limit_val_batches=0, precision="32-true")
     assert generator_calls.count(True) == 2  # one training forward per batch
     assert trainer.global_step == 2  # one step per batch, though two optimizers stepped
-    # per batch: D(real), D(fake.detach()) for the D step, then D(fake) with gradients for the G step
-    assert discriminator_inputs == [False, False, True] * 2
+    # per batch: D(real + fake.detach()) as one batch of 4 for the D step, then D(real + fake) with gradients for the
+    # G step: BatchNorm always sees both kinds at once
+    assert discriminator_inputs == [(False, 4), (True, 4)] * 2
     after_g, after_d = list(model.generator.parameters()), list(model.discriminator.parameters())
     assert all(not torch.equal(a, b) for a, b in zip(before_g, after_g, strict=True) if a.numel() > 1)
     assert any(not torch.equal(a, b) for a, b in zip(before_d, after_d, strict=True))
+
+
+def test_discriminator_warmup_trains_only_the_discriminator(tmp_path):
+    model = tiny_model(tmp_path, "model.discriminator_warmup_steps=2")
+    before_g = [p.detach().clone() for p in model.generator.parameters()]
+    before_d = [p.detach().clone() for p in model.discriminator.parameters()]
+    trainer = fit(model, max_epochs=1, limit_val_batches=0, precision="32-true")
+    assert trainer.global_step == 2  # a warm-up batch is one step too
+    assert all(torch.equal(a, b) for a, b in zip(before_g, model.generator.parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(before_d, model.discriminator.parameters(), strict=True))
+    assert "train/d_separation" in trainer.callback_metrics and "train/loss_g" not in trainer.callback_metrics
 
 
 def test_pixel_only_training_leaves_the_discriminator_alone(tmp_path):
