@@ -50,7 +50,7 @@ class EpochLog(L.Callback):
     """One line per epoch through the ``dequantizer`` log (under train.py: the run's train.log and stdout), so a run
     nobody watches on a terminal (nohup, SLURM, CI) shows it is alive and how it goes:
 
-        epoch 3/6, step 300: loss g 0.0213, pixel 0.0213 | val PSNR 31.20 dB, JPEG 30.81 (+0.39) | 62.4 s, 25.6 images/s
+    epoch 3/6, step 300: loss g 0.02395, pixel 0.02395 | val PSNR 33.76 dB, JPEG 33.37 (+0.39) | 289.4 s, 5.5 images/s
 
     Losses are the epoch's means on rank 0; images/s counts every rank's images, validation time included.
     """
