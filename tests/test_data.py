@@ -200,3 +200,13 @@ def test_other_bad_values_are_clear_errors(tmp_path):
     ]:
         with pytest.raises(DequantizerError, match=match):
             datamodule(tmp_path, **kwargs)
+
+
+def test_two_photo_groups_split_into_train_and_val_only():
+    from dequantizer.data.split import make_split
+
+    assert make_split(["a", "b"], 0.2, 0.1, seed=0)["test"] == set()
+    parts = make_split([f"g{i}" for i in range(10)], 0.2, 0.1, seed=0)
+    assert [len(parts[part]) for part in ("train", "val", "test")] == [7, 2, 1]
+    with pytest.raises(DequantizerError, match="at least 2"):
+        make_split(["a", "a"], 0.2, 0.1, seed=0)

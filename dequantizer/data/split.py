@@ -8,9 +8,12 @@ part, or by a seeded hash of a new group, so no photo ever moves between parts.
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 
 from dequantizer.errors import DequantizerError
+
+log = logging.getLogger(__name__)
 
 PARTS = ("train", "val", "test")
 
@@ -24,16 +27,18 @@ def check_fractions(val_fraction: float, test_fraction: float) -> None:
 
 
 def make_split(groups: list[str], val_fraction: float, test_fraction: float, seed: int) -> dict[str, set[str]]:
-    """The groups of each part: a seeded shuffle; train and val get at least one group, test one when asked for."""
+    """The groups of each part: a seeded shuffle; train and val get at least one group, test one when asked for and
+    there are 3 groups or more (with 2, the table after training is computed on val, and says so)."""
     check_fractions(val_fraction, test_fraction)
     unique = sorted(set(groups))
-    wanted = 3 if test_fraction else 2
-    if len(unique) < wanted:
-        raise DequantizerError(
-            f"need photos from at least {wanted} different sources (groups) to split into {', '.join(PARTS[:wanted])}"
-        )
+    if len(unique) < 2:
+        raise DequantizerError("need photos from at least 2 different sources (groups) to split into train and val")
+    if test_fraction and len(unique) < 3:
+        log.warning("only 2 photo groups: no test part in the split, the held-out numbers will be on val")
+        test_fraction = 0.0
+    parts = 3 if test_fraction else 2
     order = random.Random(seed).sample(unique, len(unique))
-    val = min(max(1, round(val_fraction * len(unique))), len(unique) - wanted + 1)
+    val = min(max(1, round(val_fraction * len(unique))), len(unique) - parts + 1)
     test = min(max(1, round(test_fraction * len(unique))), len(unique) - val - 1) if test_fraction else 0
     return {"val": set(order[:val]), "test": set(order[val : val + test]), "train": set(order[val + test :])}
 
