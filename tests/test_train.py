@@ -26,8 +26,10 @@ def checkpoint_callback_state(checkpoint):
 
 
 def test_overfit_rises_above_the_jpeg_input(tmp_path, samples_dir):
+    # Quality 5 and 8 crops a photo: the gain (+0.5 dB at the end, measured) stands well above the noise of a few
+    # crops; at quality 10 it was +0.03 to +0.1, a coin toss against the 0.1 dB asked for.
     result = run_train(tmp_path, "experiment=quick", "debug=overfit", "data.crop_size=32", "data.batch_size=8",
-                       "data.quality=10", samples=samples_dir)
+                       "data.quality=5", "data.val_crops_per_photo=8", samples=samples_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [row for path in tmp_path.glob("outputs/*/runs/*/csv/version_0/metrics.csv")
             for row in csv.DictReader(path.open()) if row.get("val/psnr")]
@@ -48,7 +50,7 @@ def test_overfit_rises_above_the_jpeg_input(tmp_path, samples_dir):
     (best,) = tmp_path.glob("outputs/*/checkpoints/best.ckpt")
     assert main(["export", str(best), str(tmp_path / "quick.safetensors"), "--command", "python train.py"]) == 0
     metadata = read_metadata(tmp_path / "quick.safetensors")
-    assert metadata["qualities"] == 10 and metadata["experiment"] == "quick"
+    assert metadata["qualities"] == 5 and metadata["experiment"] == "quick"
     assert metadata["command"] == "python train.py"
     assert metadata["training_data"] == "SamplePhotos samples"
     validation = metadata["validation"]
