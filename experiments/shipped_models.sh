@@ -27,12 +27,15 @@ if python -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
     model.init_from=outputs/gpu-run1/blind_unet_gpu/checkpoints/best.ckpt model.optimizer_g.lr=1e-4
   cp outputs/gpu-stage2/blind_unet.safetensors outputs/blind_unet_gpu.safetensors
 fi
-#    Stage 3 on the CPU (~40 min on 2 cores), from outputs/blind_unet_gpu.safetensors:
+#    Stage 3 on the CPU (~40 min on 2 cores), from outputs/blind_unet_gpu.safetensors, then stage 4 (~2 h, stopped
+#    after epoch 43 of 80 for the shipped weights) from stage 3's fp16 export:
 python train.py experiment=blind_unet_finetune logger=csv
-dequantizer export outputs/blind_unet_finetune/checkpoints/best.ckpt dequantizer/pretrained/blind.safetensors \
+dequantizer export outputs/blind_unet_finetune/checkpoints/best.ckpt outputs/blind_stage3.safetensors --half
+python train.py experiment=blind_unet_stage4 logger=csv
+dequantizer export outputs/blind_unet_stage4/checkpoints/best.ckpt dequantizer/pretrained/blind.safetensors \
   --half --max-quality 84 \
-  --description "blind restorer for every JPEG quality (quality-aware multi-scale U-Net, PSNR-oriented: L1, image residual)" \
-  --command "python experiments/gpu_train.py (2 stages, see experiments/shipped_models.sh) && python train.py experiment=blind_unet_finetune logger=csv" \
+  --description "blind restorer for every JPEG quality (quality-aware multi-scale U-Net, PSNR-oriented: L1 then Charbonnier, image residual)" \
+  --command "python experiments/gpu_train.py (2 stages, see experiments/shipped_models.sh) && python train.py experiment=blind_unet_finetune logger=csv && python train.py experiment=blind_unet_stage4 logger=csv (best of epoch 43 of 80)" \
   --training-data "../shared/photos (BSDS500 train, Urban100, T91: research/non-commercial use only; photographic wallpapers) + Debian wallpapers; a research artefact: see README"
 dequantizer evaluate data/samples --quality 1 5 10 20 30 40 50 60 70 75 80 83 84 85 90 95 100 -o experiments/results/blind
 dequantizer evaluate data/samples --raw --quality 1 10 20 30 50 60 65 70 75 80 85 90 95 100 -o experiments/results/blind-raw
