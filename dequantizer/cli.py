@@ -223,9 +223,9 @@ def _download(args: argparse.Namespace) -> int:
 def _prepare(args: argparse.Namespace) -> int:
     from dequantizer.data import flickr
 
-    stats = flickr.prepare_dataset(args.source, args.out, args.size, args.val_fraction, args.seed)
+    stats = flickr.prepare_dataset(args.source, args.out, args.size, args.val_fraction, args.seed, args.test_fraction)
     print(f"{stats['photos']} photos of {stats['categories']} categories -> {stats['out']} "
-          f"({stats['train']} train / {stats['val']} val, split.json)")
+          f"({stats['train']} train / {stats['val']} val / {stats['test']} test, split by owner, split.json)")
     print("photos per category: " + ", ".join(f"{n} photos: {c} categories"
                                              for n, c in sorted(stats["photos_per_category"].items())))
     if stats["skipped"]:
@@ -299,7 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("source", type=Path, help="the download folder")
     prepare.add_argument("--size", type=int, default=96)
     prepare.add_argument("--out", type=Path, help="default: SOURCE/prepared (what data=flickr reads)")
-    prepare.add_argument("--val-fraction", type=float, default=0.2)
+    prepare.add_argument("--val-fraction", type=float, default=0.2, help="share of owners for validation")
+    prepare.add_argument("--test-fraction", type=float, default=0.1,
+                         help="share of owners held out for the table after training (never trained on or selected by)")
     prepare.add_argument("--seed", type=int, default=1234)
     prepare.set_defaults(run=_prepare)
 
