@@ -32,7 +32,17 @@ def charbonnier_loss(prediction: torch.Tensor, target: torch.Tensor, epsilon: fl
     return torch.sqrt((prediction - target) ** 2 + epsilon**2).mean()
 
 
-PIXEL_LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss, "smooth_l1": F.smooth_l1_loss, "charbonnier": charbonnier_loss}
+def psnr_loss(prediction: torch.Tensor, target: torch.Tensor, epsilon: float = 1e-10) -> torch.Tensor:
+    """Mean over images of 10 log10(MSE), i.e. minus each image's PSNR (peak 1): every image counts by its dB, as
+    the reported mean PSNR does, so a nearly perfect input (quality 95-100) is no longer a rounding error of the
+    loss and the network learns to leave it alone (HINet's PSNR loss)."""
+    mse = ((prediction - target) ** 2).flatten(1).mean(dim=1)
+    return 10 * torch.log10(mse + epsilon).mean()
+
+
+PIXEL_LOSSES = {
+    "l1": F.l1_loss, "l2": F.mse_loss, "smooth_l1": F.smooth_l1_loss, "charbonnier": charbonnier_loss, "psnr": psnr_loss,
+}
 
 
 def pixel_loss(prediction: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> torch.Tensor:
@@ -163,7 +173,7 @@ class EfficientNetLite0Features(FrozenFeatures):
 class GeneratorLoss(nn.Module):
     """Weighted sum of the generator's loss terms. Each argument is a mapping with at least ``weight``.
 
-    ``pixel``: ``kind`` in l1/l2/smooth_l1; ``content``: MSE of features, from ``network`` (a callable taking
+    ``pixel``: ``kind`` in l1/l2/smooth_l1/charbonnier/psnr; ``content``: MSE of features, from ``network`` (a callable taking
     ``layer`` and ``pretrained``, e.g. ``VGGFeatures`` (the default) or ``EfficientNetLite0Features``: a Hydra
     ``_partial_``) built with the ``layer`` and ``pretrained`` given here (else the network's defaults);
     ``texture``: Gram-matrix MSE on the same features; ``total_variation``; ``adversarial``: BCE of D's logits on the

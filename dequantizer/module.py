@@ -95,14 +95,18 @@ class DequantizerGAN(L.LightningModule):
         max_nonfinite_steps: int = 20,
         quality_weight: float = 0.1,
         discriminator_warmup_steps: int = 0,
+        predicted_quality_fraction: float = 0.0,
     ):
         super().__init__()
+        if not 0 <= predicted_quality_fraction <= 1:
+            raise DequantizerError(f"model.predicted_quality_fraction={predicted_quality_fraction} must lie between 0 and 1")
         hparams = dict(
             generator=generator, discriminator=discriminator, loss=loss, optimizer_g=optimizer_g,
             optimizer_d=optimizer_d, scheduler=scheduler, clip_gradients=clip_gradients, ema_decay=ema_decay,
             init_from=init_from, compile=compile, num_logged_images=num_logged_images,
             max_nonfinite_steps=max_nonfinite_steps, quality_weight=quality_weight,
             discriminator_warmup_steps=discriminator_warmup_steps,
+            predicted_quality_fraction=predicted_quality_fraction,
         )  # fmt: skip
         self.save_hyperparameters({name: plain(value) for name, value in hparams.items()}, logger=False)
         self.automatic_optimization = False
@@ -258,12 +262,14 @@ class DequantizerGAN(L.LightningModule):
         logs: dict[str, torch.Tensor] = {}
         skipped: list[str] = []  # the networks whose step this batch skipped (non-finite loss)
         # The one generator forward of this batch. A quality-aware generator is told the true quality (so its body
-        # learns what each quality needs) and its head learns to predict it, for inputs whose quality is unknown.
+        # learns what each quality needs) and its head learns to predict it, for inputs whose quality is unknown;
+        # a share of batches is restored with the head's own estimate, as a decoded image without tables is.
         # While the discriminator warms up, only it learns: the generator's output is data, not a graph.
         warming_up = self.loss.uses_discriminator and self.global_step < self.hparams.discriminator_warmup_steps
         with torch.set_grad_enabled(not warming_up):
             if self.predicts_quality:
-                restored, predicted = self.generator(inputs, quality, return_quality=True)
+                told = None if random.random() < self.hparams.predicted_quality_fraction else quality
+                restored, predicted = self.generator(inputs, told, return_quality=True)
                 quality_loss = F.l1_loss(predicted.float(), quality.float()) / 100
                 logs["train/loss_quality"] = quality_loss
             else:

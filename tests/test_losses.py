@@ -38,6 +38,18 @@ def test_pixel_losses_known_values():
     assert pixel_loss(prediction, target, "smooth_l1").item() == pytest.approx((0.125 * 2 + 1.5 * 2) / 4)
 
 
+def test_psnr_loss_is_minus_the_mean_image_psnr():
+    # Two images, MSE 1e-2 and 1e-4 (PSNR 20 and 40 dB at peak 1): each counts by its dB, not by its squared error.
+    target = torch.zeros(2, 3, 4, 4)
+    prediction = torch.stack([torch.full((3, 4, 4), 0.1), torch.full((3, 4, 4), 0.01)])
+    assert pixel_loss(prediction, target, "psnr").item() == pytest.approx(-30, abs=1e-3)
+    # Halving the error of the nearly perfect image gains as much as halving that of the poor one (6 dB each / 2).
+    better_good = torch.stack([prediction[0], prediction[1] / 2])
+    better_poor = torch.stack([prediction[0] / 2, prediction[1]])
+    assert pixel_loss(better_good, target, "psnr").item() == pytest.approx(-33.01, abs=1e-2)
+    assert pixel_loss(better_poor, target, "psnr").item() == pytest.approx(-33.01, abs=1e-2)
+
+
 def test_gram_and_texture_known_values():
     features = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]]])  # N=1, C=2, H=1, W=2
     expected = torch.tensor([[[5.0, 11.0], [11.0, 25.0]]]) / 4

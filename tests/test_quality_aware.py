@@ -166,3 +166,42 @@ def test_the_quality_head_trains_alongside_and_is_scored(tmp_path):
     assert 0 <= float(logged["val/quality_error"]) <= 99
     assert any(not torch.equal(a, b) for a, b in zip(head, model.generator.quality_head.parameters(), strict=True))
 
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0])
+def test_training_batches_can_be_restored_with_the_predicted_quality(tmp_path, fraction):
+    from hydra.utils import instantiate
+    from test_module import fit
+
+    from conftest import compose_config
+
+    cfg = compose_config(
+        ["experiment=blind_unet", "model.generator.channels=[8,16,24]", "model.generator.encoder_blocks=[1,1,1]",
+         "model.generator.decoder_blocks=[1,1,1]", "model.ema_decay=null",
+         f"model.predicted_quality_fraction={fraction}"],
+        tmp_path,
+    )
+    model = instantiate(cfg.model, loss=cfg.loss)
+    told = []  # the quality each training forward was given (None: the head's prediction is used)
+    forward = model.generator.forward
+
+    def spy(x, quality=None, return_quality=False):
+        if torch.is_grad_enabled():
+            told.append(quality)
+        return forward(x, quality, return_quality)
+
+    model.generator.forward = spy
+    fit(model, max_epochs=1)
+    assert told
+    if fraction == 1.0:
+        assert all(quality is None for quality in told)
+    else:
+        assert all(quality is not None and 1 <= quality.min() <= quality.max() <= 100 for quality in told)
+
+
+def test_a_predicted_quality_fraction_outside_0_1_is_refused():
+    from dequantizer.module import DequantizerGAN
+
+    with pytest.raises(DequantizerError, match="predicted_quality_fraction=1.5 must lie between 0 and 1"):
+        DequantizerGAN(generator={}, discriminator={}, loss={}, optimizer_g={}, optimizer_d={},
+                       predicted_quality_fraction=1.5)
