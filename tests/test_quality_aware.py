@@ -76,11 +76,15 @@ def test_bad_unet_shapes_are_refused():
 # -- training pairs ----------------------------------------------------------------------------------------------------
 def test_quality_draws_follow_the_focus():
     random.seed(0)
-    focused = [draw_quality((1, 100), (10, 60), 0.75) for _ in range(4000)]
+    focused = [draw_quality((1, 100), [((10, 60), 0.75)]) for _ in range(4000)]
     share = np.mean([10 <= q <= 60 for q in focused])
     assert 0.75 + 0.25 * 51 / 100 - 0.03 < share < 0.75 + 0.25 * 51 / 100 + 0.03  # focus + its share of the rest
     assert min(focused) == 1 and max(focused) == 100  # the whole range is still covered
-    assert all(10 <= draw_quality((1, 100), (10, 60), 1.0) <= 60 for _ in range(200))
+    assert all(10 <= draw_quality((1, 100), [((10, 60), 1.0)]) <= 60 for _ in range(200))
+    # two ranges: the low qualities and the top, the rest uniform
+    mixed = [draw_quality((1, 100), [((1, 60), 0.5), ((90, 100), 0.2)]) for _ in range(4000)]
+    assert 0.2 + 0.3 * 11 / 100 - 0.03 < np.mean([q >= 90 for q in mixed]) < 0.2 + 0.3 * 11 / 100 + 0.03
+    assert 0.5 + 0.3 * 60 / 100 - 0.03 < np.mean([q <= 60 for q in mixed]) < 0.5 + 0.3 * 60 / 100 + 0.03
 
 
 def make_photos(folder, count=6, size=(96, 80)):
@@ -123,6 +127,9 @@ def test_greyscale_crops_are_grey_in_and_out(tmp_path):
     [
         (dict(quality=[10, 50], focus_quality=[5, 40]), "inside data.quality"),
         (dict(quality=[10, 50], focus_quality=[20, 30], focus_fraction=1.5), "between 0 and 1"),
+        (dict(quality=[1, 100], focus_quality=[[1, 60], [90, 100]], focus_fraction=[0.6, 0.6]), "at most 1 in all"),
+        (dict(quality=[1, 100], focus_quality=[[1, 60], [90, 100]], focus_fraction=0.5), "one share per range"),
+        (dict(quality=[10, 50], focus_quality=[[10, 20], [40, 60]], focus_fraction=[0.2, 0.2]), "inside data.quality"),
         (dict(greyscale_fraction=-0.1), "between 0 and 1"),
     ],
 )

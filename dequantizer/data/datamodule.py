@@ -59,11 +59,37 @@ def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1).contiguous()
 
 
-def draw_quality(quality: tuple[int, int], focus: tuple[int, int] | None, focus_fraction: float) -> int:
-    """A training quality: from ``focus`` with probability ``focus_fraction`` (FBCNN: 10-60, three times in four),
-    else uniformly from the whole ``quality`` range."""
-    if focus is not None and random.random() < focus_fraction:
-        return random.randint(*focus)
+Focus = list[tuple[tuple[int, int], float]]  # [((low, high), share of the draws), ...]
+
+
+def parse_focus(quality: tuple[int, int], focus_quality, focus_fraction) -> Focus:
+    """``data.focus_quality``/``focus_fraction`` as ranges and shares: one ``[low, high]`` with one share, or a list of
+    ranges with a list of shares (e.g. ``[[1, 60], [90, 100]]`` with ``[0.5, 0.2]``); None: no focus."""
+    if focus_quality is None:
+        return []
+    single = len(focus_quality) == 2 and all(isinstance(value, int) for value in focus_quality)
+    ranges = [focus_quality] if single else list(focus_quality)
+    fractions = [focus_fraction] if isinstance(focus_fraction, int | float) else list(focus_fraction)
+    if len(fractions) != len(ranges):
+        raise DequantizerError(f"data.focus_fraction={fractions} needs one share per range of data.focus_quality")
+    focus = [(parse_quality(list(span)), float(fraction)) for span, fraction in zip(ranges, fractions, strict=True)]
+    low, high = quality
+    for (focus_low, focus_high), _ in focus:
+        if not low <= focus_low <= focus_high <= high:
+            raise DequantizerError(f"data.focus_quality=[{focus_low}, {focus_high}] must lie inside data.quality")
+    if any(fraction < 0 for fraction in fractions) or sum(fractions) > 1:
+        raise DequantizerError(f"data.focus_fraction={fractions}: shares between 0 and 1, at most 1 in all")
+    return focus
+
+
+def draw_quality(quality: tuple[int, int], focus: Focus) -> int:
+    """A training quality: from each ``focus`` range with its share of the draws (FBCNN: 10-60, three times in
+    four), else uniformly from the whole ``quality`` range."""
+    draw = random.random()
+    for span, fraction in focus:
+        if draw < fraction:
+            return random.randint(*span)
+        draw -= fraction
     return random.randint(*quality)
 
 
@@ -77,15 +103,14 @@ class RandomJpegPairs(Dataset):
         quality: tuple[int, int],
         length: int,
         subsampling: str,
-        focus_quality: tuple[int, int] | None = None,
-        focus_fraction: float = 0.0,
+        focus: Focus | None = None,
         grid_shift_fraction: float = 1.0,
         greyscale_fraction: float = 0.0,
     ):
         self.photos, self.crop_size, self.quality = photos, crop_size, quality
         self.greyscale_fraction = greyscale_fraction
         self.length, self.subsampling = length, subsampling
-        self.focus_quality, self.focus_fraction = focus_quality, focus_fraction
+        self.focus = focus or []
         self.grid_shift_fraction = grid_shift_fraction
 
     def __len__(self) -> int:
@@ -106,7 +131,7 @@ class RandomJpegPairs(Dataset):
         if random.random() < self.greyscale_fraction:
             # Grey photos stored as RGB: their JPEG has flat chroma, and the restorer must not invent colour.
             patch = np.repeat(np.asarray(Image.fromarray(patch).convert("L"))[..., None], 3, axis=2)
-        quality = draw_quality(self.quality, self.focus_quality, self.focus_fraction)
+        quality = draw_quality(self.quality, self.focus)
         jpeg = jpeg_roundtrip_array(patch, quality, self.subsampling)
         dy, dx = random.randint(0, shift), random.randint(0, shift)
         if random.random() >= self.grid_shift_fraction:
@@ -154,7 +179,9 @@ class JpegDataModule(L.LightningDataModule):
         quality: JPEG quality, an int, or ``[low, high]`` drawn per training sample (blind training).
         crop_size: side of the square training/validation crops (the paper: 96).
         focus_quality: ``[low, high]`` inside ``quality`` drawn ``focus_fraction`` of the time (blind training
-            weighted towards the qualities that matter most), or None for uniform draws over ``quality``.
+            weighted towards the qualities that matter most), or a list of ranges with a list of shares (e.g. the
+            low qualities and the top 90-100, where a restorer must learn to leave nearly clean images alone), or
+            None for uniform draws over ``quality``.
         grid_shift_fraction: share of training crops whose 8x8 JPEG grid is shifted; the others sit on the grid.
         greyscale_fraction: share of training crops made grey (R = G = B), so grey photos stay grey.
         val_fraction, test_fraction: shares of the photo groups held out to pick the best checkpoint (val) and to
@@ -179,23 +206,18 @@ class JpegDataModule(L.LightningDataModule):
         seed: int = 1234,
         split_file: str | None = None,
         pin_memory: bool = False,
-        focus_quality: Sequence[int] | None = None,
-        focus_fraction: float = 0.75,
+        focus_quality: Sequence[int] | Sequence[Sequence[int]] | None = None,
+        focus_fraction: float | Sequence[float] = 0.75,
         grid_shift_fraction: float = 1.0,
         greyscale_fraction: float = 0.0,
     ):
         super().__init__()
         self.source = source
         self.quality = parse_quality(quality)
-        self.focus_quality = parse_quality(focus_quality) if focus_quality is not None else None
-        (low, high), focus = self.quality, self.focus_quality
-        if focus and not low <= focus[0] <= focus[1] <= high:
-            raise DequantizerError(f"data.focus_quality={list(focus_quality)} must lie inside data.quality")
-        if not all(0 <= value <= 1 for value in (focus_fraction, grid_shift_fraction, greyscale_fraction)):
-            raise DequantizerError(
-                "data.focus_fraction, data.grid_shift_fraction and data.greyscale_fraction must lie between 0 and 1"
-            )
-        self.focus_fraction, self.grid_shift_fraction = focus_fraction, grid_shift_fraction
+        self.focus = parse_focus(self.quality, focus_quality, focus_fraction)
+        if not all(0 <= value <= 1 for value in (grid_shift_fraction, greyscale_fraction)):
+            raise DequantizerError("data.grid_shift_fraction and data.greyscale_fraction must lie between 0 and 1")
+        self.grid_shift_fraction = grid_shift_fraction
         self.greyscale_fraction = greyscale_fraction
         if crop_size < 8:
             raise DequantizerError(f"data.crop_size={crop_size} is too small: use at least 8 (one JPEG block)")
@@ -294,7 +316,7 @@ class JpegDataModule(L.LightningDataModule):
         length = self.samples_per_epoch or len(train_photos)
         self.train_set = RandomJpegPairs(
             train_photos, self.crop_size, self.quality, length, self.subsampling,
-            self.focus_quality, self.focus_fraction, self.grid_shift_fraction, self.greyscale_fraction,
+            self.focus, self.grid_shift_fraction, self.greyscale_fraction,
         )  # fmt: skip
         qualities = validation_qualities(self.quality)
         self.val_set = FixedJpegPairs(
