@@ -19,6 +19,7 @@ from dequantizer.data.images import (
     jpeg_roundtrip_array,
     load_rgb,
     save_image_atomic,
+    square_resize,
 )
 from dequantizer.files import atomic_write
 from dequantizer.module import image_metrics
@@ -74,15 +75,6 @@ def y_psnr(restored: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     luma = lambda x: (x * weights).sum(1, keepdim=True)  # noqa: E731
     mse = ((luma(restored) - luma(target)) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-12)
     return -10 * torch.log10(mse)
-
-
-def square_resize(rgb: np.ndarray, size: int) -> np.ndarray:
-    """The paper's protocol: the centre square of the photo, resized (Lanczos) to size x size."""
-    height, width = rgb.shape[:2]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    square = Image.fromarray(rgb[top : top + side, left : left + side])
-    return np.asarray(square.resize((size, size), Image.LANCZOS, reducing_gap=3.0))
 
 
 def image_paths(inputs: list[Path]) -> list[Path]:

@@ -108,3 +108,12 @@ def save_image_atomic(image: Image.Image, path: str | Path, **save_args) -> Path
     buffer = io.BytesIO()
     image.save(buffer, format=Image.registered_extensions()[Path(path).suffix.lower()], **save_args)
     return atomic_write(path, buffer.getvalue())
+
+
+def square_resize(rgb: np.ndarray, size: int) -> np.ndarray:
+    """The paper's protocol: the centre square of the photo, resized (Lanczos) to size x size."""
+    height, width = rgb.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = Image.fromarray(rgb[top : top + side, left : left + side])
+    return np.asarray(square.resize((size, size), Image.LANCZOS, reducing_gap=3.0))
