@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--precision", choices=["bf16", "fp32"], help="default: bf16 where native")
         command.add_argument("--tile-size", type=int, default=512,
                              help="tile side for large images (default 512, a multiple of 8). Tiles overlap by a "
-                                  "margin taken from the model's receptive field (the default model: 72 px), so a "
+                                  "margin taken from the model's receptive field (the default model: 88 px), so a "
                                   "tile must be at least twice that")
         command.add_argument("--quiet", action="store_true", help="no progress bar")
 

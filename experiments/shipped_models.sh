@@ -28,21 +28,32 @@ if python -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
   cp outputs/gpu-stage2/blind_unet.safetensors outputs/blind_unet_gpu.safetensors
 fi
 #    Stage 3 on the CPU (~40 min on 2 cores), from outputs/blind_unet_gpu.safetensors, then stage 4 (~2 h, stopped
-#    after epoch 43 of 80 for the shipped weights) from stage 3's fp16 export:
+#    after epoch 43 of 80) from stage 3's fp16 export, then stages 5 (21 min) and 6 (27 min, the shipped weights):
 python train.py experiment=blind_unet_finetune logger=csv
 dequantizer export outputs/blind_unet_finetune/checkpoints/best.ckpt outputs/blind_stage3.safetensors --half
 python train.py experiment=blind_unet_stage4 logger=csv
-dequantizer export outputs/blind_unet_stage4/checkpoints/best.ckpt dequantizer/pretrained/blind.safetensors \
-  --half --max-quality 84 \
-  --description "blind restorer for every JPEG quality (quality-aware multi-scale U-Net, PSNR-oriented: L1 then Charbonnier, image residual)" \
-  --command "python experiments/gpu_train.py (2 stages, see experiments/shipped_models.sh) && python train.py experiment=blind_unet_finetune logger=csv && python train.py experiment=blind_unet_stage4 logger=csv (best of epoch 43 of 80)" \
+dequantizer export outputs/blind_unet_stage4/checkpoints/best.ckpt outputs/blind_stage4.safetensors --half
+python train.py experiment=blind_unet_stage5 logger=csv
+dequantizer export outputs/blind_unet_stage5/checkpoints/best.ckpt outputs/blind_stage5.safetensors --half
+python train.py experiment=blind_unet_stage6 logger=csv
+dequantizer export outputs/blind_unet_stage6/checkpoints/best.ckpt dequantizer/pretrained/blind.safetensors \
+  --half --max-quality 96 \
+  --description "blind restorer for every JPEG quality (quality-aware multi-scale U-Net, PSNR-oriented: L1, Charbonnier, then PSNR loss; image residual)" \
+  --command "python experiments/gpu_train.py (2 stages, see experiments/shipped_models.sh) && python train.py experiment=blind_unet_finetune logger=csv && python train.py experiment=blind_unet_stage4 logger=csv (best of epoch 43 of 80) && python train.py experiment=blind_unet_stage5 logger=csv && python train.py experiment=blind_unet_stage6 logger=csv" \
   --training-data "../shared/photos (BSDS500 train, Urban100, T91: research/non-commercial use only; photographic wallpapers) + Debian wallpapers; a research artefact: see README"
-dequantizer evaluate data/samples --quality 1 5 10 20 30 40 50 60 70 75 80 83 84 85 90 95 100 -o experiments/results/blind
+dequantizer evaluate data/samples --quality 1 5 10 20 30 40 50 60 70 75 80 84 85 90 95 96 97 98 100 -o experiments/results/blind
 dequantizer evaluate data/samples --raw --quality 1 10 20 30 50 60 65 70 75 80 85 90 95 100 -o experiments/results/blind-raw
 dequantizer evaluate data/samples --square 96 --quality 1 50 -o experiments/results/blind-paper-protocol
+python experiments/per_photo.py data/samples --models blind --quality 90 95 100
 for model in blind blind_v1; do  # LIVE1: evaluation only; its images are never written into the project
   dequantizer evaluate ../shared/testsets/LIVE1_color -m $model --quality 10 20 30 40
 done
+
+# 2a. `sharp`, the GAN fine-tune of `blind` (33 min; not shipped: experiments/README.md says why).
+python train.py experiment=sharp logger=csv
+dequantizer export outputs/sharp/checkpoints/last.ckpt outputs/sharp.safetensors --half --max-quality 96
+python experiments/sharpness.py data/samples --models blind outputs/sharp.safetensors --quality 10 30 \
+  --crops experiments/results/sharp
 
 # 2b. The previous default `blind_v1` (JPEG quality 1-95): 5000 steps (~45 min), then 2000 more from its best (~18 min).
 python train.py experiment=blind logger=csv

@@ -1,0 +1,61 @@
+"""Per-photo gains at high JPEG qualities, told the quality and predicting it: where a model's raw output loses.
+
+    python experiments/per_photo.py data/samples --models blind --quality 90 95 100
+
+For each photo (grey photos as greyscale JPEGs, as `dequantize` sees them), prints the JPEG input's PSNR and each
+model's gain over it (RGB, dB) when told the quality (as a file's tables tell it) and when it predicts the quality
+from the pixels (a decoded image without tables, `--raw` in `dequantizer evaluate`), with the predicted quality.
+No gate: the network's own output.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dequantizer.data.images import jpeg_roundtrip
+from dequantizer.evaluate import image_paths, load_photos
+from dequantizer.models import to_model_range
+from dequantizer.restore import get_restorer
+
+
+def psnr(image: np.ndarray, reference: np.ndarray) -> float:
+    error = np.mean((image.astype(np.float64) - reference.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255**2 / error))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="+", type=Path, help="clean photos or folders")
+    parser.add_argument("--models", nargs="+", default=["blind"], help="shipped names or weights files")
+    parser.add_argument("--quality", type=int, nargs="+", default=[90, 95, 100])
+    args = parser.parse_args()
+    photos, _, _ = load_photos(image_paths(args.inputs))
+    restorers = {name: get_restorer(name) for name in args.models}
+    print("quality, photo, grey (L) or colour (C), JPEG PSNR; per model: gain told the quality | gain predicted (its "
+          "prediction)")
+    for quality in args.quality:
+        for path, rgb in photos.items():
+            grey = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+            source = Image.fromarray(rgb[..., 0] if grey else rgb)
+            decoded = np.asarray(jpeg_roundtrip(source, quality).convert("RGB"))
+            before = psnr(decoded, rgb)
+            tiles = torch.from_numpy(decoded.copy()).permute(2, 0, 1)[None]
+            cells = [f"q{quality:<3} {Path(path).stem:>22} {'L' if grey else 'C'} {before:6.2f}"]
+            for name, restorer in restorers.items():
+                with torch.inference_mode():
+                    predicted = restorer.generator(to_model_range(tiles), None, return_quality=True)[1]
+                told, guessed = (
+                    psnr((restorer._run(tiles, told_quality)[0].permute(1, 2, 0).numpy() * 255).round(), rgb) - before
+                    for told_quality in (quality, None)
+                )
+                cells.append(f"{Path(name).stem}: {told:+6.2f} | {guessed:+6.2f} ({predicted.item():.0f})")
+            print("  ".join(cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()
