@@ -144,11 +144,14 @@ def test_dequantize_takes_a_quality_and_refuses_a_bad_one(samples_dir):
 
     photo = Image.open(samples_dir / "chelsea.png").convert("RGB").crop((100, 50, 196, 146))
     jpeg = quantize(photo, quality=30)
-    hard, gentle = np.asarray(dequantize(jpeg, quality=5)).astype(int), np.asarray(dequantize(jpeg, quality=95))
-    told = np.asarray(dequantize(jpeg)).astype(int)  # the file's tables say 30
-    assert np.array_equal(told, np.asarray(dequantize(jpeg, quality=30)))
+    hard, gentle, told, told_30, before = (
+        np.asarray(image).astype(int)  # signed: uint8 differences would wrap around
+        for image in (dequantize(jpeg, quality=5), dequantize(jpeg, quality=95), dequantize(jpeg),
+                      dequantize(jpeg, quality=30), jpeg)
+    )
+    assert np.array_equal(told, told_30)  # the file's tables say 30
     # Told a lower quality, the model restores harder: it moves further from its input.
-    assert np.abs(hard - np.asarray(jpeg)).mean() > np.abs(gentle - np.asarray(jpeg)).mean()
+    assert np.abs(hard - before).mean() > 2 * np.abs(gentle - before).mean()
     with pytest.raises(DequantizerError, match="quality"):
         dequantize(jpeg, quality=0)
 
