@@ -18,14 +18,20 @@ import torch
 from PIL import Image
 
 from dequantizer.data.images import jpeg_roundtrip
-from dequantizer.evaluate import image_paths, load_photos
+from dequantizer.evaluate import image_paths, load_photos, to_unit_tensor
 from dequantizer.models import to_model_range
+from dequantizer.module import image_metrics
 from dequantizer.restore import get_restorer
 
 
 def psnr(image: np.ndarray, reference: np.ndarray) -> float:
-    error = np.mean((image.astype(np.float64) - reference.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255**2 / error))
+    """The same per-image RGB PSNR as training and `dequantizer evaluate`."""
+    return float(image_metrics(to_unit_tensor(image), to_unit_tensor(reference))[0])
+
+
+def to_uint8(restored: torch.Tensor) -> np.ndarray:
+    """A restored 3xHxW [0, 1] tile as the HxWx3 uint8 image a user gets."""
+    return (restored.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
 def main() -> None:
@@ -50,7 +56,7 @@ def main() -> None:
                 with torch.inference_mode():
                     predicted = restorer.generator(to_model_range(tiles), None, return_quality=True)[1]
                 told, guessed = (
-                    psnr((restorer._run(tiles, told_quality)[0].permute(1, 2, 0).numpy() * 255).round(), rgb) - before
+                    psnr(to_uint8(restorer._run(tiles, told_quality)[0]), rgb) - before
                     for told_quality in (quality, None)
                 )
                 cells.append(f"{Path(name).stem}: {told:+6.2f} | {guessed:+6.2f} ({predicted.item():.0f})")
