@@ -1,11 +1,12 @@
-"""Train the shipped default model (experiment=blind_unet) on one GPU inside a fixed wall-clock budget.
+"""Train the shipped default model (experiment=blind_unet, or a later stage) on one GPU inside a wall-clock budget.
 
-    python experiments/training_photos.py data/photos --pack gpu_data/photos --max-side 208   # photos that travel
+    python experiments/training_photos.py data/photos --pack gpu_data/photos --max-side 168   # photos that travel
     python experiments/gpu_train.py --budget 420 --out outputs/gpu                             # on the GPU machine
+    python experiments/gpu_train.py --experiment blind_unet_stage8 --batch-size 64 --budget 420 --out outputs/gpu8
 
 First it measures how many training steps per second this machine manages (the generator's forward + backward in
 bf16 on the GPU, and the JPEG pair making on the CPU workers), so that the cosine schedule is sized to end when the
-budget does; then it runs `train.py experiment=blind_unet trainer=gpu ...` with that many epochs (and
+budget does; then it runs `train.py experiment=<--experiment> trainer=gpu ...` with that many epochs (and
 `trainer.max_time` as a backstop), and exports the best EMA generator (fp16 safetensors) and the logs to ``--out``.
 """
 
@@ -69,6 +70,7 @@ def data_samples_per_second(photos: Path, crop_size: int, count: int = 300) -> f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiment", default="blind_unet", help="the recipe (conf/experiment/) to train")
     parser.add_argument("--budget", type=float, default=420, help="seconds of training (the fit itself)")
     parser.add_argument("--out", type=Path, required=True, help="where the weights, metrics and plan go")
     parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "gpu", help="where the run itself goes")
@@ -100,13 +102,13 @@ def main() -> None:
     backstop = int(args.budget * 1.15)  # if the plan was optimistic, stop anyway (DD:HH:MM:SS)
     max_time = f"00:{backstop // 3600:02d}:{backstop % 3600 // 60:02d}:{backstop % 60:02d}"
     command = [
-        sys.executable, str(ROOT / "train.py"), "experiment=blind_unet",
+        sys.executable, str(ROOT / "train.py"), f"experiment={args.experiment}",
         f"trainer={'gpu' if device.type == 'cuda' else 'cpu'}", "logger=csv", "resume=false",
         f"paths.log_dir={run_root}", f"data.source.root={args.photos.resolve()}",
         f"data.batch_size={args.batch_size}", f"data.crop_size={args.crop_size}", f"data.num_workers={args.workers}",
         f"data.samples_per_epoch={args.steps_per_epoch * args.batch_size}", f"data.pin_memory={device.type == 'cuda'}",
         f"trainer.max_epochs={epochs}", f"+trainer.max_time={max_time}",
-        "trainer.log_every_n_steps=50", "run_name=blind_unet_gpu", *args.overrides,
+        "trainer.log_every_n_steps=50", f"run_name={args.experiment}_gpu", *args.overrides,
     ]  # fmt: skip
     start = time.perf_counter()
     result = subprocess.run(command, cwd=ROOT)
@@ -121,7 +123,7 @@ def main() -> None:
     steps = read_checkpoint(last)["global_step"]
     plan |= {"train_py_seconds": round(seconds, 1), "steps_done": steps,
              "images_per_s_incl_validation": round(steps * args.batch_size / seconds, 1)}  # fmt: skip
-    export_checkpoint(best, args.out / "blind_unet.safetensors", description="GPU run of experiment=blind_unet",
+    export_checkpoint(best, args.out / f"{args.experiment}.safetensors", description=f"GPU run of experiment={args.experiment}",
                       command="python experiments/gpu_train.py " + " ".join(sys.argv[1:]), half=True)
     for metrics in run_root.glob("*/runs/*/csv/version_*/metrics.csv"):
         shutil.copy(metrics, args.out / "metrics.csv")
