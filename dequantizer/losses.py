@@ -249,3 +249,13 @@ class GeneratorLoss(nn.Module):
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """Standard GAN discriminator loss: real images labelled 1, restored ones 0."""
     return adversarial_loss(real_logits, real=True) + adversarial_loss(fake_logits, real=False)
+
+
+def quantile_loss(predicted: torch.Tensor, target: torch.Tensor, quantile: float) -> torch.Tensor:
+    """Pinball loss, scaled so that ``quantile=0.5`` is the L1 loss: its minimiser is that quantile of the target.
+
+    An error below the target (an underestimate) costs ``2 * quantile`` per unit, one above it ``2 * (1 - quantile)``.
+    """
+    error = target - predicted
+    return 2 * torch.maximum(quantile * error, (quantile - 1) * error).mean()
+

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +25,14 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from dequantizer.errors import DequantizerError
-from dequantizer.losses import GeneratorLoss, discriminator_loss
+from dequantizer.losses import GeneratorLoss, discriminator_loss, quantile_loss
 from dequantizer.models import to_model_range, to_unit_range
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ METRICS = ("psnr", "ssim", "psnr_jpeg", "ssim_jpeg")
 
 def plain(config: Any) -> Any:
     """OmegaConf -> plain Python containers, so checkpoints load with ``torch.load(weights_only=True)``."""
-    return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else config
+    return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig | ListConfig) else config
 
 
 def image_metrics(restored: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,6 +74,12 @@ class DequantizerGAN(L.LightningModule):
             this many batches in a row with one stop the run.
         quality_weight: weight of the quality head's L1 loss (JPEG quality / 100), for generators that predict the
             quality of their input (``QualityUNet``); such generators are told the true quality while training.
+        quality_quantile: the quantile of the JPEG quality that the head learns to predict (pinball loss; 0.5 is the
+            median, an L1 loss). Above 0.5 it errs towards the higher quality: restoring an image as if it were
+            worse than it is costs far more than restoring it too gently (a quality-100 photo taken for 76 loses
+            ~10 dB; the other way round loses the little that a gentler restoration leaves).
+        trainable: names of the generator's submodules to train (e.g. ``[quality_head]``); the rest is frozen. None
+            trains all of it.
         discriminator_warmup_steps: in GAN runs, the first steps train the discriminator only (the generator is not
             stepped), so that the adversarial signal starts from a discriminator that already tells restored images
             from real ones (BasicSR's ``net_d_init_iters``).
@@ -96,19 +102,24 @@ class DequantizerGAN(L.LightningModule):
         quality_weight: float = 0.1,
         discriminator_warmup_steps: int = 0,
         predicted_quality_fraction: float = 0.0,
+        quality_quantile: float = 0.5,
+        trainable: Sequence[str] | None = None,
     ):
         super().__init__()
         if not 0 <= predicted_quality_fraction <= 1:
             raise DequantizerError(
                 f"model.predicted_quality_fraction={predicted_quality_fraction} must lie between 0 and 1"
             )
+        if not 0 < quality_quantile < 1:
+            raise DequantizerError(f"model.quality_quantile={quality_quantile} must lie strictly between 0 and 1")
         hparams = dict(
             generator=generator, discriminator=discriminator, loss=loss, optimizer_g=optimizer_g,
             optimizer_d=optimizer_d, scheduler=scheduler, clip_gradients=clip_gradients, ema_decay=ema_decay,
             init_from=init_from, compile=compile, num_logged_images=num_logged_images,
             max_nonfinite_steps=max_nonfinite_steps, quality_weight=quality_weight,
             discriminator_warmup_steps=discriminator_warmup_steps,
-            predicted_quality_fraction=predicted_quality_fraction,
+            predicted_quality_fraction=predicted_quality_fraction, quality_quantile=quality_quantile,
+            trainable=trainable,
         )  # fmt: skip
         self.save_hyperparameters({name: plain(value) for name, value in hparams.items()}, logger=False)
         self.automatic_optimization = False
@@ -176,8 +187,22 @@ class DequantizerGAN(L.LightningModule):
             self.ema.module.load_state_dict(self.generator.state_dict())
         log.info("initialised weights from %s", path)
 
+    def _trainable_generator_parameters(self) -> list[nn.Parameter]:
+        """The generator's parameters that ``trainable`` names (all of them without it); the others are frozen."""
+        if self.hparams.trainable is None:
+            return list(self.generator.parameters())
+        children = dict(self.generator.named_children())
+        unknown = [name for name in self.hparams.trainable if name not in children]
+        if unknown:
+            raise DequantizerError(
+                f"model.trainable names {unknown}, which this generator lacks: choose from {sorted(children)}"
+            )
+        for name, child in children.items():
+            child.requires_grad_(name in self.hparams.trainable)
+        return [p for name in self.hparams.trainable for p in children[name].parameters()]
+
     def configure_optimizers(self):
-        opt_g = instantiate(self.hparams.optimizer_g, params=self.generator.parameters())
+        opt_g = instantiate(self.hparams.optimizer_g, params=self._trainable_generator_parameters())
         opt_d = instantiate(self.hparams.optimizer_d, params=self.discriminator.parameters())
         if not self.hparams.scheduler:
             return [opt_g, opt_d]
@@ -272,7 +297,8 @@ class DequantizerGAN(L.LightningModule):
             if self.predicts_quality:
                 told = None if random.random() < self.hparams.predicted_quality_fraction else quality
                 restored, predicted = self.generator(inputs, told, return_quality=True)
-                quality_loss = F.l1_loss(predicted.float(), quality.float()) / 100
+                quality_loss = quantile_loss(predicted.float() / 100, quality.float() / 100,
+                                             self.hparams.quality_quantile)
                 logs["train/loss_quality"] = quality_loss
             else:
                 restored, quality_loss = self.generator(inputs), None

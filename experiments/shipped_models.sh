@@ -15,7 +15,9 @@ if [ ! -d data/wallpapers ]; then
 fi
 # The default model's photos: ../shared/photos + the Debian wallpapers linked into data/photos/, and the compact
 # copy that travels to a GPU machine (gpu_data/ is git-ignored: add it to .git/info/exclude or carry it).
-python experiments/training_photos.py data/photos --pack gpu_data/photos --max-side 208
+python experiments/training_photos.py data/photos --pack gpu_data/photos --max-side 208     # GPU stages 1-2
+python experiments/training_photos.py data/photos --pack gpu_data/photos168 --max-side 168  # GPU stage 8: 18 MiB, so
+#   that it travels beside the tracked files (64 MiB in all)
 # Evaluation photos, never used in training: scikit-image's bundled photos (data/samples/).
 python -c "from dequantizer.data import SamplePhotos; SamplePhotos('data/samples').photo_paths()"
 
@@ -28,7 +30,7 @@ if python -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
   cp outputs/gpu-stage2/blind_unet.safetensors outputs/blind_unet_gpu.safetensors
 fi
 #    Stage 3 on the CPU (~40 min on 2 cores), from outputs/blind_unet_gpu.safetensors, then stage 4 (~2 h, stopped
-#    after epoch 43 of 80) from stage 3's fp16 export, then stages 5 (21 min) and 6 (27 min, the shipped weights):
+#    after epoch 43 of 80) from stage 3's fp16 export, then stages 5 (21 min) and 6 (27 min):
 python train.py experiment=blind_unet_finetune logger=csv
 dequantizer export outputs/blind_unet_finetune/checkpoints/best.ckpt outputs/blind_stage3.safetensors --half
 python train.py experiment=blind_unet_stage4 logger=csv
@@ -36,10 +38,18 @@ dequantizer export outputs/blind_unet_stage4/checkpoints/best.ckpt outputs/blind
 python train.py experiment=blind_unet_stage5 logger=csv
 dequantizer export outputs/blind_unet_stage5/checkpoints/best.ckpt outputs/blind_stage5.safetensors --half
 python train.py experiment=blind_unet_stage6 logger=csv
-dequantizer export outputs/blind_unet_stage6/checkpoints/best.ckpt dequantizer/pretrained/blind.safetensors \
-  --half --max-quality 96 \
-  --description "blind restorer for every JPEG quality (quality-aware multi-scale U-Net, PSNR-oriented: L1, Charbonnier, then PSNR loss; image residual)" \
-  --command "python experiments/gpu_train.py (2 stages, see experiments/shipped_models.sh) && python train.py experiment=blind_unet_finetune logger=csv && python train.py experiment=blind_unet_stage4 logger=csv (best of epoch 43 of 80) && python train.py experiment=blind_unet_stage5 logger=csv && python train.py experiment=blind_unet_stage6 logger=csv" \
+dequantizer export outputs/blind_unet_stage6/checkpoints/best.ckpt outputs/blind_stage6.safetensors --half
+#    Stage 8 on one GPU (an H200 ran it in 460 s; stage 7 was tried on the CPU and not kept), from stage 6 (shipped as
+#    `blind` before it), on the compact photos; then the quality head alone on the CPU (4 min), from stage 8's export.
+if python -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
+  python experiments/gpu_train.py --experiment blind_unet_stage8 --batch-size 64 --budget 400 --photos gpu_data/photos168 \
+    --out outputs/gpu-stage8 --work outputs/gpu-run8 model.init_from=$PWD/outputs/blind_stage6.safetensors
+  cp outputs/gpu-stage8/blind_unet_stage8.safetensors outputs/blind_stage8.safetensors
+fi
+python train.py experiment=blind_unet_head logger=csv
+dequantizer export outputs/blind_unet_head/checkpoints/last.ckpt dequantizer/pretrained/blind.safetensors --half \
+  --description "blind restorer for every JPEG quality (quality-aware multi-scale U-Net, PSNR-oriented: L1, Charbonnier, then PSNR loss; image residual; quality head predicts the 0.9 quantile)" \
+  --command "python experiments/gpu_train.py (2 stages) && python train.py experiment=blind_unet_finetune && ...stage4 (best of epoch 43 of 80) && ...stage5 && ...stage6 && python experiments/gpu_train.py --experiment blind_unet_stage8 --batch-size 64 --budget 400 (one H200) && python train.py experiment=blind_unet_head logger=csv (last.ckpt); every command: experiments/shipped_models.sh" \
   --training-data "../shared/photos (BSDS500 train, Urban100, T91: research/non-commercial use only; photographic wallpapers) + Debian wallpapers; a research artefact: see README"
 dequantizer evaluate data/samples --quality 1 5 10 20 30 40 50 60 70 75 80 84 85 90 95 96 97 98 100 -o experiments/results/blind
 dequantizer evaluate data/samples --raw --quality 1 10 20 30 50 60 65 70 75 80 85 90 95 100 -o experiments/results/blind-raw

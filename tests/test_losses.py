@@ -25,6 +25,7 @@ from dequantizer.losses import (
     efficientnet_lite,
     gram_matrix,
     pixel_loss,
+    quantile_loss,
     texture_loss,
     total_variation_loss,
 )
@@ -48,6 +49,21 @@ def test_psnr_loss_is_minus_the_mean_image_psnr():
     better_poor = torch.stack([prediction[0] / 2, prediction[1]])
     assert pixel_loss(better_good, target, "psnr").item() == pytest.approx(-33.01, abs=1e-2)
     assert pixel_loss(better_poor, target, "psnr").item() == pytest.approx(-33.01, abs=1e-2)
+
+
+def test_quantile_loss_weights_underestimates_by_the_quantile():
+    target = torch.tensor([0.9, 0.9])
+    low, high = torch.tensor([0.8, 0.8]), torch.tensor([1.0, 1.0])
+    # 0.5 is the L1 loss.
+    assert quantile_loss(low, target, 0.5).item() == pytest.approx(0.1)
+    assert quantile_loss(high, target, 0.5).item() == pytest.approx(0.1)
+    # 0.8: an underestimate costs 1.6 per unit, an overestimate 0.4.
+    assert quantile_loss(low, target, 0.8).item() == pytest.approx(0.16)
+    assert quantile_loss(high, target, 0.8).item() == pytest.approx(0.04)
+    # Its minimiser over a constant prediction is that quantile of the targets.
+    targets = torch.arange(1, 101, dtype=torch.float32)
+    losses = torch.stack([quantile_loss(torch.full_like(targets, c), targets, 0.8) for c in targets])
+    assert 79 <= targets[losses.argmin()].item() <= 81
 
 
 def test_gram_and_texture_known_values():

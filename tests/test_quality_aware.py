@@ -177,6 +177,30 @@ def test_the_quality_head_trains_alongside_and_is_scored(tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(head, model.generator.quality_head.parameters(), strict=True))
 
 
+def test_trainable_trains_only_the_named_parts(tmp_path):
+    from hydra.utils import instantiate
+    from test_module import fit
+
+    from conftest import compose_config
+
+    cfg = compose_config(
+        ["experiment=blind_unet", "model.generator.channels=[8,16,24]", "model.generator.encoder_blocks=[1,1,1]",
+         "model.generator.decoder_blocks=[1,1,1]", "model.ema_decay=null", "model.trainable=[quality_head]"],
+        tmp_path,
+    )
+    model = instantiate(cfg.model, loss=cfg.loss)
+    before = {name: p.detach().clone() for name, p in model.generator.named_parameters()}
+    trainer = fit(model, max_epochs=1)
+    path = tmp_path / "head.ckpt"
+    trainer.save_checkpoint(path)
+    assert torch.load(path, weights_only=True)["hyper_parameters"]["trainable"] == ["quality_head"]
+    changed = {name for name, p in model.generator.named_parameters() if not torch.equal(p, before[name])}
+    assert changed and all(name.startswith("quality_head.") for name in changed)
+
+    cfg.model.trainable = ["quality_head", "no_such_part"]
+    with pytest.raises(DequantizerError, match="model.trainable names \\['no_such_part'\\]"):
+        instantiate(cfg.model, loss=cfg.loss).configure_optimizers()
+
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0])
 def test_training_batches_can_be_restored_with_the_predicted_quality(tmp_path, fraction):
@@ -215,3 +239,5 @@ def test_a_predicted_quality_fraction_outside_0_1_is_refused():
     with pytest.raises(DequantizerError, match="predicted_quality_fraction=1.5 must lie between 0 and 1"):
         DequantizerGAN(generator={}, discriminator={}, loss={}, optimizer_g={}, optimizer_d={},
                        predicted_quality_fraction=1.5)
+    with pytest.raises(DequantizerError, match="quality_quantile=1 must lie strictly between 0 and 1"):
+        DequantizerGAN(generator={}, discriminator={}, loss={}, optimizer_g={}, optimizer_d={}, quality_quantile=1)
