@@ -173,6 +173,10 @@ class QualityUNet(nn.Module):
         channels: widths of the 1/2, 1/4 and 1/8 levels.
         encoder_blocks, decoder_blocks: residual blocks per level, encoder (unconditioned) and decoder (conditioned).
         quality_aware: False builds the same U-Net blind (no quality head, no modulation): for ablations.
+        quality_head_input: what the quality head reads: ``"bottleneck"``, the mean of the 1/8 features (one value
+            per channel); or ``"pyramid"``, the mean and the standard deviation over positions of each level's
+            encoder features (1/2, 1/4 and 1/8), so that it also sees how much fine detail is left, which is what
+            tells quality 95 from 100.
     """
 
     def __init__(
@@ -181,8 +185,12 @@ class QualityUNet(nn.Module):
         encoder_blocks: Sequence[int] = (2, 2, 4),
         decoder_blocks: Sequence[int] = (2, 2, 4),
         quality_aware: bool = True,
+        quality_head_input: str = "bottleneck",
     ):
         super().__init__()
+        if quality_head_input not in ("bottleneck", "pyramid"):
+            raise ValueError(f"quality_head_input={quality_head_input!r}: choose 'bottleneck' or 'pyramid'")
+        self.quality_head_input = quality_head_input
         if not len(channels) == len(encoder_blocks) == len(decoder_blocks) == 3:
             raise ValueError("channels, encoder_blocks and decoder_blocks need one entry per level (1/2, 1/4, 1/8)")
         if min(encoder_blocks) < 0 or min(decoder_blocks) < 0 or min(channels) < 1:
@@ -206,8 +214,9 @@ class QualityUNet(nn.Module):
             for width, count in zip(channels, decoder_blocks, strict=True)
         )
         if quality_aware:
+            head_inputs = channels[2] if quality_head_input == "bottleneck" else 2 * sum(channels)
             self.quality_head = nn.Sequential(
-                nn.Linear(channels[2], 64), nn.ReLU(inplace=True), nn.Linear(64, 1), nn.Sigmoid()
+                nn.Linear(head_inputs, 64), nn.ReLU(inplace=True), nn.Linear(64, 1), nn.Sigmoid()
             )
             self.quality_embedding = nn.Sequential(
                 nn.Linear(1, QUALITY_EMBEDDING), nn.SiLU(), nn.Linear(QUALITY_EMBEDDING, QUALITY_EMBEDDING), nn.SiLU()
@@ -237,7 +246,7 @@ class QualityUNet(nn.Module):
         predicted = embedding = None
         if hasattr(self, "quality_head"):
             with torch.autocast(x.device.type, enabled=False):
-                predicted = self.quality_head(h.float().mean(dim=(2, 3))).squeeze(1) * 99 + 1
+                predicted = self.quality_head(self._quality_features(skips, h)).squeeze(1) * 99 + 1
             condition = predicted.detach() if quality is None else quality.to(x.device, torch.float32).reshape(-1)
             embedding = self.quality_embedding((condition / 100).expand(x.shape[0])[:, None])
         for level in (2, 1, 0):
@@ -248,6 +257,15 @@ class QualityUNet(nn.Module):
         out = padded + self.unfold(self.tail(h))
         out = out[..., :height, :width]
         return (out, predicted) if return_quality else out
+
+    def _quality_features(self, skips: list[torch.Tensor], bottleneck: torch.Tensor) -> torch.Tensor:
+        """The quality head's input, (N, features), in fp32."""
+        if self.quality_head_input == "bottleneck":
+            return bottleneck.float().mean(dim=(2, 3))
+        levels = [level.float() for level in (*skips, bottleneck)]
+        means = [level.mean(dim=(2, 3)) for level in levels]
+        spreads = [level.std(dim=(2, 3), correction=0) for level in levels]  # 0, not NaN, for a single position
+        return torch.cat(means + spreads, dim=1)
 
 
 class Discriminator(nn.Module):

@@ -22,7 +22,6 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 import torchvision
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -169,11 +168,11 @@ class DequantizerGAN(L.LightningModule):
             )
         try:
             if file.suffix == ".safetensors":
-                self.generator.load_state_dict(load_generator_state(file))
+                self._load_generator(load_generator_state(file))
             else:
                 # The generator that was validated and exported: the EMA copy when the run kept one.
                 checkpoint = read_checkpoint(file)
-                self.generator.load_state_dict(generator_state_from_checkpoint(checkpoint))
+                self._load_generator(generator_state_from_checkpoint(checkpoint))
                 state = checkpoint["state_dict"]
                 prefix = "discriminator."
                 discriminator = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
@@ -186,6 +185,24 @@ class DequantizerGAN(L.LightningModule):
         if self.ema is not None:
             self.ema.module.load_state_dict(self.generator.state_dict())
         log.info("initialised weights from %s", path)
+
+    def _load_generator(self, state: dict[str, torch.Tensor]) -> None:
+        """Strictly, except that the parts this run trains (``trainable``) start afresh where ``state`` has none of
+        their weights or other shapes (e.g. a quality head that reads other features)."""
+        if self.hparams.trainable is None:
+            self.generator.load_state_dict(state)
+            return
+        own = self.generator.state_dict()
+        trained = tuple(f"{name}." for name in self.hparams.trainable)
+        fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        kept = {k: v for k, v in state.items() if k in fits or not k.startswith(trained)}
+        missing, unexpected = self.generator.load_state_dict(kept, strict=False)
+        frozen_missing = [k for k in missing if not k.startswith(trained)]
+        if frozen_missing or unexpected:
+            raise RuntimeError(f"missing {frozen_missing[:3]}, unexpected {unexpected[:3]}")
+        if missing:
+            fresh = sorted({k.split(".")[0] for k in missing})
+            log.info("init_from: %s start afresh (not in the file, or of other shapes)", fresh)
 
     def _trainable_generator_parameters(self) -> list[nn.Parameter]:
         """The generator's parameters that ``trainable`` names (all of them without it); the others are frozen."""

@@ -123,7 +123,8 @@ def main() -> None:
     steps = read_checkpoint(last)["global_step"]
     plan |= {"train_py_seconds": round(seconds, 1), "steps_done": steps,
              "images_per_s_incl_validation": round(steps * args.batch_size / seconds, 1)}  # fmt: skip
-    export_checkpoint(best, args.out / f"{args.experiment}.safetensors", description=f"GPU run of experiment={args.experiment}",
+    export_checkpoint(best, args.out / f"{args.experiment}.safetensors",
+                      description=f"GPU run of experiment={args.experiment}",
                       command="python experiments/gpu_train.py " + " ".join(sys.argv[1:]), half=True)
     for metrics in run_root.glob("*/runs/*/csv/version_*/metrics.csv"):
         shutil.copy(metrics, args.out / "metrics.csv")

@@ -51,10 +51,10 @@ dequantizer export outputs/blind_unet_head/checkpoints/last.ckpt dequantizer/pre
   --description "blind restorer for every JPEG quality (quality-aware multi-scale U-Net, PSNR-oriented: L1, Charbonnier, then PSNR loss; image residual; quality head predicts the 0.9 quantile)" \
   --command "python experiments/gpu_train.py (2 stages) && python train.py experiment=blind_unet_finetune && ...stage4 (best of epoch 43 of 80) && ...stage5 && ...stage6 && python experiments/gpu_train.py --experiment blind_unet_stage8 --batch-size 64 --budget 400 (one H200) && python train.py experiment=blind_unet_head logger=csv (last.ckpt); every command: experiments/shipped_models.sh" \
   --training-data "../shared/photos (BSDS500 train, Urban100, T91: research/non-commercial use only; photographic wallpapers) + Debian wallpapers; a research artefact: see README"
-dequantizer evaluate data/samples --quality 1 5 10 20 30 40 50 60 70 75 80 84 85 90 95 96 97 98 100 -o experiments/results/blind
+dequantizer evaluate data/samples --quality 1 5 10 20 30 40 50 60 70 75 80 84 85 90 95 96 97 98 99 100 -o experiments/results/blind
 dequantizer evaluate data/samples --raw --quality 1 10 20 30 50 60 65 70 75 80 85 90 95 100 -o experiments/results/blind-raw
 dequantizer evaluate data/samples --square 96 --quality 1 50 -o experiments/results/blind-paper-protocol
-python experiments/per_photo.py data/samples --models blind --quality 90 95 100
+python experiments/per_photo.py data/samples --models outputs/blind_stage8.safetensors blind --quality 85 90 95 100
 for model in blind blind_v1; do  # LIVE1: evaluation only; its images are never written into the project
   dequantizer evaluate ../shared/testsets/LIVE1_color -m $model --quality 10 20 30 40
 done

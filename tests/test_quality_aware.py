@@ -30,10 +30,11 @@ def randomise(model):
     return model
 
 
-@pytest.mark.parametrize("size", [(16, 16), (37, 53), (8, 120)])
-def test_unet_keeps_any_size_and_starts_at_the_identity(size):
+@pytest.mark.parametrize("head_input", ["bottleneck", "pyramid"])
+@pytest.mark.parametrize("size", [(16, 16), (37, 53), (8, 120), (8, 8)])
+def test_unet_keeps_any_size_and_starts_at_the_identity(size, head_input):
     x = torch.rand(2, 3, *size) * 2 - 1
-    out, predicted = tiny_unet()(x, return_quality=True)
+    out, predicted = tiny_unet(quality_head_input=head_input)(x, return_quality=True)
     assert out.shape == x.shape
     torch.testing.assert_close(out, x)  # the zero tail: an untrained model returns its input
     assert predicted.shape == (2,) and ((predicted >= 1) & (predicted <= 100)).all()
@@ -71,6 +72,20 @@ def test_the_paper_generator_accepts_and_ignores_a_quality():
 def test_bad_unet_shapes_are_refused():
     with pytest.raises(ValueError, match="one entry per level"):
         QualityUNet(channels=(8, 16))
+    with pytest.raises(ValueError, match="choose 'bottleneck' or 'pyramid'"):
+        QualityUNet(quality_head_input="everything")
+
+
+def test_the_pyramid_head_reads_the_mean_and_spread_of_every_level():
+    model = tiny_unet(quality_head_input="pyramid")
+    assert model.quality_head[0].in_features == 2 * (8 + 16 + 24)
+    levels = [torch.randn(2, 8, 16, 16), torch.randn(2, 16, 8, 8), torch.randn(2, 24, 4, 4) + 3]
+    features = model._quality_features(levels[:2], levels[2])
+    means = torch.cat([level.mean(dim=(2, 3)) for level in levels], 1)
+    spreads = torch.cat([level.std(dim=(2, 3), unbiased=False) for level in levels], 1)
+    torch.testing.assert_close(features, torch.cat([means, spreads], 1))
+    # The bottleneck head reads the 1/8 means alone.
+    torch.testing.assert_close(tiny_unet()._quality_features(levels[:2], levels[2]), levels[2].mean(dim=(2, 3)))
 
 
 # -- training pairs ----------------------------------------------------------------------------------------------------
@@ -200,6 +215,32 @@ def test_trainable_trains_only_the_named_parts(tmp_path):
     cfg.model.trainable = ["quality_head", "no_such_part"]
     with pytest.raises(DequantizerError, match="model.trainable names \\['no_such_part'\\]"):
         instantiate(cfg.model, loss=cfg.loss).configure_optimizers()
+
+
+def test_a_trained_part_may_start_afresh_from_init_from_but_a_frozen_one_may_not(tmp_path):
+    from hydra.utils import instantiate
+
+    from conftest import compose_config
+    from dequantizer.weights import save_generator
+
+    unet = ["experiment=blind_unet", "model.generator.channels=[8,16,24]", "model.generator.encoder_blocks=[1,1,1]",
+            "model.generator.decoder_blocks=[1,1,1]", "model.ema_decay=null"]
+    source = randomise(tiny_unet())  # a bottleneck head
+    save_generator(source.state_dict(), tmp_path / "old.safetensors", {"generator": {}})
+    init = [f"model.init_from={tmp_path / 'old.safetensors'}", "model.generator.quality_head_input=pyramid"]
+
+    cfg = compose_config([*unet, *init, "model.trainable=[quality_head]"], tmp_path)
+    model = instantiate(cfg.model, loss=cfg.loss)
+    model.load_initial_weights(model.hparams.init_from)
+    state = model.generator.state_dict()
+    assert all(torch.equal(state[key], value) for key, value in source.state_dict().items()
+               if not key.startswith("quality_head."))
+    assert state["quality_head.0.weight"].shape[1] == 2 * (8 + 16 + 24)  # the new head, fresh
+
+    cfg = compose_config([*unet, *init], tmp_path)
+    everything = instantiate(cfg.model, loss=cfg.loss)  # it trains, so must load, every part
+    with pytest.raises(DequantizerError, match="holds a different architecture"):
+        everything.load_initial_weights(everything.hparams.init_from)
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0])
