@@ -169,20 +169,44 @@ def write_reports(rows: list[Row], output: Path, metadata: dict) -> list[Path]:
     return written
 
 
-def jpeg_history(rgb: np.ndarray) -> tuple[int, float] | None:
-    """(quality, luma PSNR) when ``rgb`` plainly went through an IJG JPEG on its own 8x8 grid before: re-saving a
-    decoded JPEG at its own quality barely changes its luma, far less than 3 qualities either side do (a spike in
-    the PSNR over quality, where a clean photo's PSNR only rises with the quality)."""
+def _luma(pixels: np.ndarray) -> np.ndarray:
+    return np.asarray(Image.fromarray(pixels).convert("L"), dtype=np.float64)
+
+
+def block_grid_origin(rgb: np.ndarray) -> tuple[int, int]:
+    """(row, column) at which the image's strongest 8x8 block grid starts: past a JPEG's block edges, neighbouring
+    rows (columns) differ more than inside its blocks. (0, 0) for a JPEG on its own grid; a crop of a JPEG that did
+    not start on a block edge has its grid elsewhere. On a clean photo the answer is noise."""
+    luma = _luma(rgb)
+    rows, columns = np.abs(np.diff(luma, axis=0)).mean(axis=1), np.abs(np.diff(luma, axis=1)).mean(axis=0)
+    # Difference k is between pixels k and k+1: a peak at offset k puts a block edge before pixel k + 1.
+    edge = lambda profile: (int(np.argmax([profile[k::8].mean() for k in range(min(8, len(profile)))])) + 1) % 8  # noqa: E731
+    return edge(rows), edge(columns)
+
+
+def jpeg_history(rgb: np.ndarray) -> tuple[int, float, tuple[int, int]] | None:
+    """(quality, luma PSNR, grid origin) when ``rgb`` plainly went through an IJG JPEG before: re-saving a decoded
+    JPEG at its own quality on its own block grid barely changes its luma, far less than 3 qualities either side do
+    (a spike in the PSNR over quality, where a clean photo's PSNR only rises with the quality). The grid is looked
+    for at the image's origin and where its block edges are strongest (a JPEG cropped off its grid)."""
+    origins = dict.fromkeys([(0, 0), block_grid_origin(rgb)] if min(rgb.shape[:2]) > 16 else [(0, 0)])
+    for top, left in origins:
+        found = _jpeg_history_on_grid(rgb[top:, left:])
+        if found:
+            return *found, (top, left)
+    return None
+
+
+def _jpeg_history_on_grid(rgb: np.ndarray) -> tuple[int, float] | None:
     side = min(256, rgb.shape[0] // 16 * 16, rgb.shape[1] // 16 * 16)
     if side < 16:
         return None
-    crop = rgb[:side, :side]  # from the origin: on the image's own block grid
-    luma = lambda pixels: np.asarray(Image.fromarray(pixels).convert("L"), dtype=np.float64)  # noqa: E731
-    if luma(crop).std() < 2:  # a flat crop survives any quality: it says nothing
+    crop = rgb[:side, :side]  # from the origin: on the grid being tested
+    if _luma(crop).std() < 2:  # a flat crop survives any quality: it says nothing
         return None
 
     def psnr_at(quality: int) -> float:
-        error = luma(jpeg_roundtrip_array(crop, quality)) - luma(crop)
+        error = _luma(jpeg_roundtrip_array(crop, quality)) - _luma(crop)
         return float(10 * np.log10(255**2 / max(np.mean(error**2), 1e-10)))
 
     low, high = JPEG_HISTORY_QUALITIES
@@ -202,8 +226,10 @@ def jpeg_reference_warning(path: Path, rgb: np.ndarray) -> str | None:
                 "the gains are meaningless; evaluate on never-compressed photos (PNG, TIFF)")
     history = jpeg_history(rgb) if quality is None else None
     if history:
-        return (f"{path} was a JPEG before (quality about {history[0]}: re-saved at it, it changes by only "
-                f"{history[1]:.1f} dB): gains at and above that quality are meaningless")
+        quality, psnr, origin = history
+        where = "" if origin == (0, 0) else f", cropped: its block grid starts at row {origin[0]}, column {origin[1]}"
+        return (f"{path} was a JPEG before (quality about {quality}{where}: re-saved at it, it changes by only "
+                f"{psnr:.1f} dB): gains at and above that quality are meaningless")
     return None
 
 

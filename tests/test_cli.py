@@ -156,10 +156,12 @@ def test_evaluate_warns_when_a_reference_is_or_was_a_jpeg(tmp_path, weights, cap
     smooth.save(tmp_path / "fine.jpg", quality=95)
     smooth.save(tmp_path / "clean.png")
     Image.open(tmp_path / "lossy.jpg").save(tmp_path / "jpeg_born.png")  # decoded and re-saved losslessly
+    Image.open(tmp_path / "lossy.jpg").crop((3, 5, 96, 96)).save(tmp_path / "cropped.png")  # off its block grid
     assert main(["evaluate", str(tmp_path), "-q", "10", "-m", str(weights), "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "lossy.jpg is itself a JPEG (quality about 75)" in err
-    assert "jpeg_born.png was a JPEG before (quality about 75" in err
+    assert "jpeg_born.png was a JPEG before (quality about 75:" in err
+    assert "cropped.png was a JPEG before (quality about 75, cropped: its block grid starts at row 3, column 5" in err
     assert "fine.jpg" not in err and "clean.png" not in err
 
 
