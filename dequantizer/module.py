@@ -71,14 +71,16 @@ class DequantizerGAN(L.LightningModule):
         compile: ``torch.compile`` the generator and discriminator.
         max_nonfinite_steps: a non-finite loss skips its step (with a warning; on every rank when any rank has one);
             this many batches in a row with one stop the run.
-        quality_weight: weight of the quality head's L1 loss (JPEG quality / 100), for generators that predict the
-            quality of their input (``QualityUNet``); such generators are told the true quality while training.
+        quality_weight: weight of the quality head's loss (JPEG quality / 100; see ``quality_quantile``), for
+            generators that predict the quality of their input (``QualityUNet``); such generators are told the true
+            quality while training.
         quality_quantile: the quantile of the JPEG quality that the head learns to predict (pinball loss; 0.5 is the
             median, an L1 loss). Above 0.5 it errs towards the higher quality: restoring an image as if it were
-            worse than it is costs far more than restoring it too gently (a quality-100 photo taken for 76 loses
-            ~10 dB; the other way round loses the little that a gentler restoration leaves).
-        trainable: names of the generator's submodules to train (e.g. ``[quality_head]``); the rest is frozen. None
-            trains all of it.
+            worse than it is costs far more than restoring it too gently (a quality-100 photo taken for 78 lost 9 dB;
+            the other way round loses part of the gain).
+        trainable: names of the generator's submodules to train (e.g. ``[quality_head]``); the rest is frozen (its
+            weights; BatchNorm statistics, which ``QualityUNet`` has none of, would still update). None trains all of
+            it. Parts that a run trains may start afresh where ``init_from`` lacks their weights.
         discriminator_warmup_steps: in GAN runs, the first steps train the discriminator only (the generator is not
             stepped), so that the adversarial signal starts from a discriminator that already tells restored images
             from real ones (BasicSR's ``net_d_init_iters``).
@@ -109,6 +111,8 @@ class DequantizerGAN(L.LightningModule):
             raise DequantizerError(
                 f"model.predicted_quality_fraction={predicted_quality_fraction} must lie between 0 and 1"
             )
+        if isinstance(trainable, str):  # model.trainable=quality_head on the command line
+            trainable = [trainable]
         if not 0 < quality_quantile < 1:
             raise DequantizerError(f"model.quality_quantile={quality_quantile} must lie strictly between 0 and 1")
         hparams = dict(
@@ -131,8 +135,9 @@ class DequantizerGAN(L.LightningModule):
             else None
         )
         self.predicts_quality = hasattr(self.generator, "quality_head")
-        # quality_error: mean absolute error of the predicted JPEG quality, for generators that predict it.
-        metrics = METRICS + ("quality_error",) if self.predicts_quality else METRICS
+        # For generators that predict the quality: quality_error, the mean absolute error of the predicted JPEG
+        # quality, and quality_loss, the head's own training loss (what a run that trains only the head improves).
+        metrics = METRICS + ("quality_error", "quality_loss") if self.predicts_quality else METRICS
         self.metrics = nn.ModuleDict({name: MeanMetric() for name in metrics})
         self.example_grid: torch.Tensor | None = None  # JPEG | restored | original, from the last evaluation
         self.test_results: dict[str, float] = {}
@@ -185,6 +190,9 @@ class DequantizerGAN(L.LightningModule):
         if self.ema is not None:
             self.ema.module.load_state_dict(self.generator.state_dict())
         log.info("initialised weights from %s", path)
+
+    def _quality_loss(self, predicted: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+        return quantile_loss(predicted.float() / 100, quality.float() / 100, self.hparams.quality_quantile)
 
     def _load_generator(self, state: dict[str, torch.Tensor]) -> None:
         """Strictly, except that the parts this run trains (``trainable``) start afresh where ``state`` has none of
@@ -314,8 +322,7 @@ class DequantizerGAN(L.LightningModule):
             if self.predicts_quality:
                 told = None if random.random() < self.hparams.predicted_quality_fraction else quality
                 restored, predicted = self.generator(inputs, told, return_quality=True)
-                quality_loss = quantile_loss(predicted.float() / 100, quality.float() / 100,
-                                             self.hparams.quality_quantile)
+                quality_loss = self._quality_loss(predicted, quality)
                 logs["train/loss_quality"] = quality_loss
             else:
                 restored, quality_loss = self.generator(inputs), None
@@ -403,6 +410,7 @@ class DequantizerGAN(L.LightningModule):
         if self.predicts_quality:
             out, predicted = self.restoring_generator(inputs, quality, return_quality=True)
             self.metrics["quality_error"].update((predicted.float() - quality.float()).abs())
+            self.metrics["quality_loss"].update(self._quality_loss(predicted, quality))
         else:
             out = self.restoring_generator(inputs)
         restored = to_unit_range(out).clamp(0, 1)

@@ -99,6 +99,7 @@ def main() -> None:
     print("plan:", json.dumps(plan), flush=True)
 
     run_root = args.work
+    run_dir = run_root / f"{args.experiment}_gpu"  # train.py's run_name below
     backstop = int(args.budget * 1.15)  # if the plan was optimistic, stop anyway (DD:HH:MM:SS)
     max_time = f"00:{backstop // 3600:02d}:{backstop % 3600 // 60:02d}:{backstop % 60:02d}"
     command = [
@@ -108,25 +109,25 @@ def main() -> None:
         f"data.batch_size={args.batch_size}", f"data.crop_size={args.crop_size}", f"data.num_workers={args.workers}",
         f"data.samples_per_epoch={args.steps_per_epoch * args.batch_size}", f"data.pin_memory={device.type == 'cuda'}",
         f"trainer.max_epochs={epochs}", f"+trainer.max_time={max_time}",
-        "trainer.log_every_n_steps=50", f"run_name={args.experiment}_gpu", *args.overrides,
+        "trainer.log_every_n_steps=50", f"run_name={run_dir.name}", *args.overrides,
     ]  # fmt: skip
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     result = subprocess.run(command, cwd=ROOT)
     seconds = time.perf_counter() - start
-    best = next(run_root.glob("*/checkpoints/best.ckpt"), None)
-    if best is None:
-        sys.exit(f"training failed (exit {result.returncode}) before a best checkpoint was written")
+    best = run_dir / "checkpoints" / "best.ckpt"
+    if not best.is_file() or best.stat().st_mtime < started_at:  # none, or an earlier run's
+        sys.exit(f"training failed (exit {result.returncode}) before this run wrote a best checkpoint")
 
     from dequantizer.weights import export_checkpoint, read_checkpoint
 
-    last = next(run_root.glob("*/checkpoints/last.ckpt"))
+    last = run_dir / "checkpoints" / "last.ckpt"
     steps = read_checkpoint(last)["global_step"]
     plan |= {"train_py_seconds": round(seconds, 1), "steps_done": steps,
              "images_per_s_incl_validation": round(steps * args.batch_size / seconds, 1)}  # fmt: skip
     export_checkpoint(best, args.out / f"{args.experiment}.safetensors",
                       description=f"GPU run of experiment={args.experiment}",
                       command="python experiments/gpu_train.py " + " ".join(sys.argv[1:]), half=True)
-    for metrics in run_root.glob("*/runs/*/csv/version_*/metrics.csv"):
+    for metrics in sorted(run_dir.glob("runs/*/csv/version_*/metrics.csv")):  # the newest last
         shutil.copy(metrics, args.out / "metrics.csv")
     (args.out / "plan.json").write_text(json.dumps(plan, indent=1) + "\n")
     print("done:", json.dumps(plan), flush=True)

@@ -187,7 +187,7 @@ def test_the_quality_head_trains_alongside_and_is_scored(tmp_path):
     head = [p.detach().clone() for p in model.generator.quality_head.parameters()]
     trainer = fit(model, max_epochs=1)
     logged = trainer.callback_metrics
-    assert "train/loss_quality" in logged and "val/quality_error" in logged
+    assert "train/loss_quality" in logged and "val/quality_error" in logged and "val/quality_loss" in logged
     assert 0 <= float(logged["val/quality_error"]) <= 99
     assert any(not torch.equal(a, b) for a, b in zip(head, model.generator.quality_head.parameters(), strict=True))
 
@@ -241,6 +241,15 @@ def test_a_trained_part_may_start_afresh_from_init_from_but_a_frozen_one_may_not
     everything = instantiate(cfg.model, loss=cfg.loss)  # it trains, so must load, every part
     with pytest.raises(DequantizerError, match="holds a different architecture"):
         everything.load_initial_weights(everything.hparams.init_from)
+
+    # A frozen part must come from the file as it is: another body is refused even when only the head trains.
+    save_generator(tiny_unet(channels=(8, 16, 32)).state_dict(), tmp_path / "wider.safetensors", {"generator": {}})
+    cfg = compose_config([*unet, f"model.init_from={tmp_path / 'wider.safetensors'}", "model.trainable=quality_head"],
+                         tmp_path)
+    head_only = instantiate(cfg.model, loss=cfg.loss)
+    assert head_only.hparams.trainable == ["quality_head"]  # one name on the command line is a list of one
+    with pytest.raises(DequantizerError, match="holds a different architecture"):
+        head_only.load_initial_weights(head_only.hparams.init_from)
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0])
