@@ -171,7 +171,7 @@ class Restorer:
         return self.overlap
 
     @torch.inference_mode()
-    def _run(self, tiles: torch.Tensor, quality: int | None = None) -> torch.Tensor:
+    def restore_tiles(self, tiles: torch.Tensor, quality: int | None = None) -> torch.Tensor:
         """uint8 NCHW tiles -> float [0, 1] NCHW restored tiles on the CPU. ``quality``: the JPEG quality, for
         quality-aware models (None: they predict it from each tile's pixels)."""
         inputs = to_model_range(tiles.to(self.device))
@@ -189,7 +189,7 @@ class Restorer:
         image = torch.from_numpy(rgb).permute(2, 0, 1)
         tile_h, tile_w = min(self.tile_size, padded_h), min(self.tile_size, padded_w)
         if padded_h <= self.tile_size and padded_w <= self.tile_size:  # one tile: no overlap needed
-            return self._unpad(self._run(image[None], quality)[0], height, width)
+            return self._unpad(self.restore_tiles(image[None], quality)[0], height, width)
         overlap = self.tile_overlap()
         stride = self.tile_size - overlap
         boxes = [
@@ -204,7 +204,7 @@ class Restorer:
         for first in range(0, len(boxes), self.batch_size):
             batch = boxes[first : first + self.batch_size]
             tiles = torch.stack([image[:, top : top + tile_h, left : left + tile_w] for top, left in batch])
-            for (top, left), restored in zip(batch, self._run(tiles, quality), strict=True):
+            for (top, left), restored in zip(batch, self.restore_tiles(tiles, quality), strict=True):
                 region = np.s_[:, top * s : (top + tile_h) * s, left * s : (left + tile_w) * s]
                 out[region] += restored * window
                 weights[region] += window

@@ -56,7 +56,7 @@ def main() -> None:
                 with torch.inference_mode():
                     predicted = restorer.generator(to_model_range(tiles), None, return_quality=True)[1]
                 told, guessed = (
-                    psnr(to_uint8(restorer._run(tiles, told_quality)[0]), rgb) - before
+                    psnr(to_uint8(restorer.restore_tiles(tiles, told_quality)[0]), rgb) - before
                     for told_quality in (quality, None)
                 )
                 cells.append(f"{Path(name).stem}: {told:+6.2f} | {guessed:+6.2f} ({predicted.item():.0f})")
