@@ -16,8 +16,8 @@ from dequantizer.data.images import (
     IMAGE_EXTENSIONS,
     SUBSAMPLINGS,
     estimate_jpeg_quality,
-    jpeg_roundtrip_array,
     load_rgb,
+    resave_psnr,
     save_image_atomic,
     square_resize,
 )
@@ -201,16 +201,11 @@ def _jpeg_history_on_grid(rgb: np.ndarray) -> tuple[int, float] | None:
     side = min(256, rgb.shape[0] // 16 * 16, rgb.shape[1] // 16 * 16)
     if side < 16:
         return None
-    crop = rgb[:side, :side]  # from the origin: on the grid being tested
+    crop = np.ascontiguousarray(rgb[:side, :side])  # from the origin: on the grid being tested
     if _luma(crop).std() < 2:  # a flat crop survives any quality: it says nothing
         return None
-
-    def psnr_at(quality: int) -> float:
-        error = _luma(jpeg_roundtrip_array(crop, quality)) - _luma(crop)
-        return float(10 * np.log10(255**2 / max(np.mean(error**2), 1e-10)))
-
     low, high = JPEG_HISTORY_QUALITIES
-    psnr = {quality: psnr_at(quality) for quality in range(low - 3, high + 4)}
+    psnr = resave_psnr(crop, range(low - 3, high + 4))
     best = max(range(low, high + 1), key=psnr.get)
     if psnr[best] > 50 and psnr[best] - max(psnr[best - 3], psnr[best + 3]) > 3:
         return best, psnr[best]

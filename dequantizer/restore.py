@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from PIL import Image, ImageOps
 from torch import nn
 
-from dequantizer.data.images import GREYSCALE_MODES, estimate_jpeg_quality, split_alpha
+from dequantizer.data.images import GREYSCALE_MODES, estimate_jpeg_quality, jpeg_quality_from_pixels, split_alpha
 from dequantizer.errors import DequantizerError
 from dequantizer.models import to_model_range, to_unit_range
 from dequantizer.weights import generator_state_from_checkpoint, load_generator_state, read_checkpoint, read_metadata
@@ -267,12 +267,31 @@ def is_grey(rgb: np.ndarray) -> bool:
     return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
 
 
+def quality_from_pixels(rgb: np.ndarray, restorer: Restorer) -> int | None:
+    """For an image without tables and a quality-aware model: the quality that an IJG JPEG of quality 80-96 left in
+    its pixels (its ghost: re-saved at it, it barely changes), where the model's own estimate errs most costly. The
+    ghost is trusted only where the model's head also puts the image above 60: a heavily compressed image re-saves
+    nearly unchanged at many higher qualities too (spurious ghosts at 85-87 for q1-8). None otherwise: the head then
+    predicts the quality tile by tile."""
+    if not hasattr(restorer.generator, "quality_head"):
+        return None
+    ghost = jpeg_quality_from_pixels(rgb)
+    if ghost is None:
+        return None
+    side = min(256, rgb.shape[0] // 8 * 8, rgb.shape[1] // 8 * 8)
+    crop = torch.from_numpy(np.ascontiguousarray(rgb[:side, :side])).permute(2, 0, 1)[None]
+    with torch.inference_mode():
+        predicted = restorer.generator(to_model_range(crop.to(restorer.device)), None, return_quality=True)[1]
+    return ghost if float(predicted[0]) >= 60 else None
+
+
 def restore_image(image: Image.Image, restorer: Restorer, quality: int | None = None) -> Image.Image:
     """Restore a PIL image of any mode: EXIF orientation applied, alpha passed through (resized with the image if
     the model upsamples), greyscale stays greyscale; the ICC profile and EXIF (orientation reset) kept in ``info``.
 
     A JPEG file says its quality in its quantization tables; ``quality`` overrides it (a strength knob: lower restores
-    harder). Quality-aware models are told it (without one they predict it from the pixels); above the model's
+    harder). Quality-aware models are told it (without one, ``quality_from_pixels`` reads it where a JPEG of quality
+    80-96 left its ghost, else the model predicts it); above the model's
     ``max_quality`` (where it was measured to do more harm than good) the pixels are passed through unchanged.
     """
     if quality is None:
@@ -286,7 +305,8 @@ def restore_image(image: Image.Image, restorer: Restorer, quality: int | None = 
     if quality is not None and max_quality is not None and quality > max_quality and restorer.scale == 1:
         restored = rgb.copy()
     else:
-        restored = Image.fromarray(restorer.restore_array(np.asarray(rgb), quality))
+        condition = quality if quality is not None else quality_from_pixels(np.asarray(rgb), restorer)
+        restored = Image.fromarray(restorer.restore_array(np.asarray(rgb), condition))
     if greyscale:
         restored = restored.convert("L")
         if image.mode not in GREYSCALE_MODES:

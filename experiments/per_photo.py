@@ -3,8 +3,9 @@
     python experiments/per_photo.py data/samples --models blind --quality 90 95 100
 
 For each photo (grey photos as greyscale JPEGs, as `dequantize` sees them), prints the JPEG input's PSNR and each
-model's gain over it (RGB, dB) when told the quality (as a file's tables tell it) and when it predicts the quality
-from the pixels (a decoded image without tables, `--raw` in `dequantizer evaluate`), with the predicted quality.
+model's gain over it (RGB, dB): told the quality (as a file's tables tell it); with the quality its head predicts
+(shown in brackets); and as `dequantize` restores decoded pixels without tables (`--raw` in `dequantizer evaluate`:
+the quality read from the pixels' JPEG ghost where there is one, else the head's), with the quality it used.
 No gate: the network's own output.
 """
 
@@ -21,7 +22,7 @@ from dequantizer.data.images import jpeg_roundtrip
 from dequantizer.evaluate import image_paths, load_photos, to_unit_tensor
 from dequantizer.models import to_model_range
 from dequantizer.module import image_metrics
-from dequantizer.restore import get_restorer
+from dequantizer.restore import get_restorer, quality_from_pixels, restore_image
 
 
 def psnr(image: np.ndarray, reference: np.ndarray) -> float:
@@ -42,8 +43,8 @@ def main() -> None:
     args = parser.parse_args()
     photos, _, _ = load_photos(image_paths(args.inputs))
     restorers = {name: get_restorer(name) for name in args.models}
-    print("quality, photo, grey (L) or colour (C), JPEG PSNR; per model: gain told the quality | gain predicted (its "
-          "prediction)")
+    print("quality, photo, grey (L) or colour (C), JPEG PSNR; per model: gain told the quality | with the head's "
+          "quality (its prediction) | as dequantize restores decoded pixels (the quality read from them, - for none)")
     for quality in args.quality:
         for path, rgb in photos.items():
             grey = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
@@ -59,7 +60,10 @@ def main() -> None:
                     psnr(to_uint8(restorer.restore_tiles(tiles, told_quality)[0]), rgb) - before
                     for told_quality in (quality, None)
                 )
-                cells.append(f"{Path(name).stem}: {told:+6.2f} | {guessed:+6.2f} ({predicted.item():.0f})")
+                ghost = quality_from_pixels(decoded, restorer)
+                raw = psnr(np.asarray(restore_image(Image.fromarray(decoded), restorer).convert("RGB")), rgb) - before
+                cells.append(f"{Path(name).stem}: {told:+6.2f} | {guessed:+6.2f} ({predicted.item():.0f}) | "
+                             f"{raw:+6.2f} ({ghost or '-'})")
             print("  ".join(cells), flush=True)
 
 

@@ -88,6 +88,39 @@ def test_the_pyramid_head_reads_the_mean_and_spread_of_every_level():
     torch.testing.assert_close(tiny_unet()._quality_features(levels[:2], levels[2]), levels[2].mean(dim=(2, 3)))
 
 
+def test_a_decoded_jpeg_of_quality_80_to_96_shows_its_quality_in_its_pixels(samples_dir):
+    from dequantizer.data.images import jpeg_quality_from_pixels, jpeg_roundtrip
+
+    photo = Image.open(samples_dir / "chelsea.png").convert("RGB")
+    decoded = {q: np.asarray(jpeg_roundtrip(photo, q).convert("RGB")) for q in (30, 75, 85, 90, 95, 100)}
+    assert [jpeg_quality_from_pixels(decoded[q]) for q in (85, 90, 95)] == [85, 90, 95]
+    # Outside 80-96 (where spurious or universal ghosts appear), a never-compressed photo, tiny or flat: no answer.
+    assert [jpeg_quality_from_pixels(decoded[q]) for q in (30, 75, 100)] == [None, None, None]
+    assert jpeg_quality_from_pixels(np.asarray(photo)) is None
+    assert jpeg_quality_from_pixels(decoded[90][:12, :12]) is None
+    assert jpeg_quality_from_pixels(np.full((64, 64, 3), 128, np.uint8)) is None
+
+
+def test_decoded_pixels_are_restored_for_the_quality_their_ghost_shows(samples_dir):
+    from dequantizer import dequantize
+    from dequantizer.data.images import jpeg_roundtrip
+
+    photo = Image.open(samples_dir / "chelsea.png").convert("RGB").crop((100, 50, 228, 178))
+    decoded = np.asarray(jpeg_roundtrip(photo, 90).convert("RGB"))  # no tables: an array
+    assert np.array_equal(dequantize(decoded), dequantize(decoded, quality=90))
+    decoded = np.asarray(jpeg_roundtrip(photo, 30).convert("RGB"))  # no ghost at 30: the model's head decides
+    assert not np.array_equal(dequantize(decoded), dequantize(decoded, quality=90))
+
+
+def test_a_spurious_ghost_of_a_heavily_compressed_image_is_not_trusted(samples_dir):
+    from dequantizer.data.images import jpeg_quality_from_pixels, jpeg_roundtrip
+    from dequantizer.restore import get_restorer, quality_from_pixels
+
+    moon = np.asarray(jpeg_roundtrip(Image.open(samples_dir / "moon.png"), 2).convert("RGB"))
+    assert jpeg_quality_from_pixels(moon) == 85  # a q2 image re-saves nearly unchanged at 85 too
+    assert quality_from_pixels(moon, get_restorer("blind")) is None  # the head puts it far below 60
+
+
 # -- training pairs ----------------------------------------------------------------------------------------------------
 def test_quality_draws_follow_the_focus():
     random.seed(0)

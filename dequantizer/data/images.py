@@ -74,6 +74,44 @@ def jpeg_roundtrip_array(rgb: np.ndarray, quality: int, subsampling: str = "4:2:
     return np.asarray(jpeg_roundtrip(Image.fromarray(rgb), quality, subsampling))
 
 
+def resave_psnr(rgb: np.ndarray, qualities: range) -> dict[int, float]:
+    """Luma PSNR (dB) between ``rgb`` and ``rgb`` re-saved as a JPEG at each quality. A decoded JPEG re-saved at its
+    own quality, on its own block grid, barely changes: far less than at a few qualities either side (the "JPEG
+    ghost"), while a never-compressed photo's PSNR only rises with the quality."""
+    luma = np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.float64)
+    psnr = {}
+    for quality in qualities:
+        error = np.asarray(jpeg_roundtrip(Image.fromarray(rgb), quality).convert("L"), dtype=np.float64) - luma
+        psnr[quality] = float(10 * np.log10(255**2 / max(np.mean(error**2), 1e-10)))
+    return psnr
+
+
+# Where a decoded JPEG's quality is read from its pixels. Ghosts are looked for from 50 (a q75 JPEG also leaves a
+# weaker one at 87, so the strongest one counts) but trusted from 80 only: below, neighbouring qualities' tables share
+# so many values that spurious ghosts appear. Above 96 every photo barely changes when re-saved at 99-100.
+GHOST_SEARCH, GHOST_TRUSTED = (50, 96), 80
+
+
+def jpeg_quality_from_pixels(rgb: np.ndarray) -> int | None:
+    """The IJG quality (80-96) at which these decoded pixels were last saved as a JPEG, read from the pixels alone:
+    the quality whose re-save changes the luma most clearly less (by over 3 dB) than 3 qualities either side do, on
+    the block grid at the origin, in the more textured of two 256-pixel crops (top left, centre). None when no such
+    quality stands out in 80-96: a lower or higher quality, another encoder's tables, a never-compressed or a flat
+    image."""
+    height, width = rgb.shape[0] // 16 * 16, rgb.shape[1] // 16 * 16
+    side = min(256, height, width)
+    if side < 16:
+        return None
+    top, left = (height - side) // 2 // 8 * 8, (width - side) // 2 // 8 * 8  # the centre crop, on the block grid
+    crops = [rgb[:side, :side], rgb[top : top + side, left : left + side]]
+    crop = max(crops, key=lambda pixels: float(np.asarray(Image.fromarray(pixels).convert("L")).std()))
+    low, high = GHOST_SEARCH
+    psnr = resave_psnr(np.ascontiguousarray(crop), range(low - 3, high + 4))
+    ghosts = {q: psnr[q] - max(psnr[q - 3], psnr[q + 3]) for q in range(low, high + 1)}
+    best = max(ghosts, key=ghosts.get)
+    return best if best >= GHOST_TRUSTED and ghosts[best] > 3 else None
+
+
 def split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
     """8-bit RGB (16-bit scaled down, palette/CMYK/grey converted) and the alpha channel, if any."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
