@@ -280,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="JPEG qualities to measure (default 1 10 20 30 50)")
     evaluate.add_argument("--square", type=int, help="the paper's protocol: centre square resized to this size")
     evaluate.add_argument("--raw", action="store_true",
-                          help="restore the decoded pixels without the JPEG tables: no quality gate, quality predicted")
+                          help="restore the decoded pixels without the JPEG tables, as dequantize does a decoded "
+                               "image: no quality gate, the quality read from the pixels (80-96) or predicted")
     evaluate.add_argument("-o", "--output", type=Path, help="folder for results.csv/.json, gain.png and grids")
     model_options(evaluate)
     evaluate.set_defaults(run=_evaluate)

@@ -16,7 +16,9 @@ from dequantizer.data.images import (
     IMAGE_EXTENSIONS,
     SUBSAMPLINGS,
     estimate_jpeg_quality,
+    ghost_strength,
     load_rgb,
+    luma,
     resave_psnr,
     save_image_atomic,
     square_resize,
@@ -72,8 +74,7 @@ def photo_metrics(restored: torch.Tensor, target: torch.Tensor) -> tuple[torch.T
 def y_psnr(restored: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """PSNR on the BT.601 luma (the Y of JPEG's YCbCr), per image, on [0, 1] inputs."""
     weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    luma = lambda x: (x * weights).sum(1, keepdim=True)  # noqa: E731
-    mse = ((luma(restored) - luma(target)) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-12)
+    mse = (((restored - target) * weights).sum(1) ** 2).mean(dim=(1, 2)).clamp_min(1e-12)  # Y is linear in RGB
     return -10 * torch.log10(mse)
 
 
@@ -169,16 +170,12 @@ def write_reports(rows: list[Row], output: Path, metadata: dict) -> list[Path]:
     return written
 
 
-def _luma(pixels: np.ndarray) -> np.ndarray:
-    return np.asarray(Image.fromarray(pixels).convert("L"), dtype=np.float64)
-
-
 def block_grid_origin(rgb: np.ndarray) -> tuple[int, int]:
     """(row, column) at which the image's strongest 8x8 block grid starts: past a JPEG's block edges, neighbouring
     rows (columns) differ more than inside its blocks. (0, 0) for a JPEG on its own grid; a crop of a JPEG that did
     not start on a block edge has its grid elsewhere. On a clean photo the answer is noise."""
-    luma = _luma(rgb)
-    rows, columns = np.abs(np.diff(luma, axis=0)).mean(axis=1), np.abs(np.diff(luma, axis=1)).mean(axis=0)
+    pixels = luma(rgb)
+    rows, columns = np.abs(np.diff(pixels, axis=0)).mean(axis=1), np.abs(np.diff(pixels, axis=1)).mean(axis=0)
     # Difference k is between pixels k and k+1: a peak at offset k puts a block edge before pixel k + 1.
     edge = lambda profile: (int(np.argmax([profile[k::8].mean() for k in range(min(8, len(profile)))])) + 1) % 8  # noqa: E731
     return edge(rows), edge(columns)
@@ -202,12 +199,12 @@ def _jpeg_history_on_grid(rgb: np.ndarray) -> tuple[int, float] | None:
     if side < 16:
         return None
     crop = np.ascontiguousarray(rgb[:side, :side])  # from the origin: on the grid being tested
-    if _luma(crop).std() < 2:  # a flat crop survives any quality: it says nothing
+    if luma(crop).std() < 2:  # a flat crop survives any quality: it says nothing
         return None
     low, high = JPEG_HISTORY_QUALITIES
     psnr = resave_psnr(crop, range(low - 3, high + 4))
     best = max(range(low, high + 1), key=psnr.get)
-    if psnr[best] > 50 and psnr[best] - max(psnr[best - 3], psnr[best + 3]) > 3:
+    if psnr[best] > 50 and ghost_strength(psnr, best) > 3:
         return best, psnr[best]
     return None
 

@@ -171,6 +171,13 @@ class Restorer:
         return self.overlap
 
     @torch.inference_mode()
+    def predict_quality(self, tiles: torch.Tensor) -> float:
+        """The mean JPEG quality that a quality-aware model's head reads in uint8 NCHW tiles."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            predicted = self.generator(to_model_range(tiles.to(self.device)), None, return_quality=True)[1]
+        return float(predicted.float().mean())
+
+    @torch.inference_mode()
     def restore_tiles(self, tiles: torch.Tensor, quality: int | None = None) -> torch.Tensor:
         """uint8 NCHW tiles -> float [0, 1] NCHW restored tiles on the CPU. ``quality``: the JPEG quality, for
         quality-aware models (None: they predict it from each tile's pixels)."""
@@ -280,9 +287,7 @@ def quality_from_pixels(rgb: np.ndarray, restorer: Restorer) -> int | None:
         return None
     side = min(256, rgb.shape[0] // 8 * 8, rgb.shape[1] // 8 * 8)
     crop = torch.from_numpy(np.ascontiguousarray(rgb[:side, :side])).permute(2, 0, 1)[None]
-    with torch.inference_mode():
-        predicted = restorer.generator(to_model_range(crop.to(restorer.device)), None, return_quality=True)[1]
-    return ghost if float(predicted[0]) >= 60 else None
+    return ghost if restorer.predict_quality(crop) >= 60 else None
 
 
 def restore_image(image: Image.Image, restorer: Restorer, quality: int | None = None) -> Image.Image:

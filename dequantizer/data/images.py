@@ -74,16 +74,26 @@ def jpeg_roundtrip_array(rgb: np.ndarray, quality: int, subsampling: str = "4:2:
     return np.asarray(jpeg_roundtrip(Image.fromarray(rgb), quality, subsampling))
 
 
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 luma (PIL's "L") of an HxWx3 uint8 array, as float64."""
+    return np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.float64)
+
+
 def resave_psnr(rgb: np.ndarray, qualities: range) -> dict[int, float]:
     """Luma PSNR (dB) between ``rgb`` and ``rgb`` re-saved as a JPEG at each quality. A decoded JPEG re-saved at its
     own quality, on its own block grid, barely changes: far less than at a few qualities either side (the "JPEG
     ghost"), while a never-compressed photo's PSNR only rises with the quality."""
-    luma = np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.float64)
+    reference = luma(rgb)
     psnr = {}
     for quality in qualities:
-        error = np.asarray(jpeg_roundtrip(Image.fromarray(rgb), quality).convert("L"), dtype=np.float64) - luma
+        error = luma(jpeg_roundtrip_array(rgb, quality)) - reference
         psnr[quality] = float(10 * np.log10(255**2 / max(np.mean(error**2), 1e-10)))
     return psnr
+
+
+def ghost_strength(psnr: dict[int, float], quality: int) -> float:
+    """How much less (dB) a re-save at ``quality`` changes the image than one 3 qualities either side does."""
+    return psnr[quality] - max(psnr[quality - 3], psnr[quality + 3])
 
 
 # Where a decoded JPEG's quality is read from its pixels. Ghosts are looked for from 50 (a q75 JPEG also leaves a
@@ -104,12 +114,11 @@ def jpeg_quality_from_pixels(rgb: np.ndarray) -> int | None:
         return None
     top, left = (height - side) // 2 // 8 * 8, (width - side) // 2 // 8 * 8  # the centre crop, on the block grid
     crops = [rgb[:side, :side], rgb[top : top + side, left : left + side]]
-    crop = max(crops, key=lambda pixels: float(np.asarray(Image.fromarray(pixels).convert("L")).std()))
+    crop = max(crops, key=lambda pixels: float(luma(pixels).std()))
     low, high = GHOST_SEARCH
     psnr = resave_psnr(np.ascontiguousarray(crop), range(low - 3, high + 4))
-    ghosts = {q: psnr[q] - max(psnr[q - 3], psnr[q + 3]) for q in range(low, high + 1)}
-    best = max(ghosts, key=ghosts.get)
-    return best if best >= GHOST_TRUSTED and ghosts[best] > 3 else None
+    best = max(range(low, high + 1), key=lambda quality: ghost_strength(psnr, quality))
+    return best if best >= GHOST_TRUSTED and ghost_strength(psnr, best) > 3 else None
 
 
 def split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
