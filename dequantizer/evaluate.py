@@ -16,10 +16,8 @@ from dequantizer.data.images import (
     IMAGE_EXTENSIONS,
     SUBSAMPLINGS,
     estimate_jpeg_quality,
-    ghost_strength,
+    jpeg_history,
     load_rgb,
-    luma,
-    resave_psnr,
     save_image_atomic,
     square_resize,
 )
@@ -52,7 +50,6 @@ def to_unit_tensor(rgb: np.ndarray) -> torch.Tensor:
 # A JPEG reference below this quality carries artefacts of its own that the restorer is then scored for removing.
 CLEAN_JPEG_QUALITY = 90
 SSIM_WINDOW = 11  # the standard Gaussian window (sigma 1.5)
-JPEG_HISTORY_QUALITIES = (50, 95)  # where a reference's own JPEG past is looked for
 
 
 def photo_metrics(restored: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,45 +167,6 @@ def write_reports(rows: list[Row], output: Path, metadata: dict) -> list[Path]:
     return written
 
 
-def block_grid_origin(rgb: np.ndarray) -> tuple[int, int]:
-    """(row, column) at which the image's strongest 8x8 block grid starts: past a JPEG's block edges, neighbouring
-    rows (columns) differ more than inside its blocks. (0, 0) for a JPEG on its own grid; a crop of a JPEG that did
-    not start on a block edge has its grid elsewhere. On a clean photo the answer is noise."""
-    pixels = luma(rgb)
-    rows, columns = np.abs(np.diff(pixels, axis=0)).mean(axis=1), np.abs(np.diff(pixels, axis=1)).mean(axis=0)
-    # Difference k is between pixels k and k+1: a peak at offset k puts a block edge before pixel k + 1.
-    edge = lambda profile: (int(np.argmax([profile[k::8].mean() for k in range(min(8, len(profile)))])) + 1) % 8  # noqa: E731
-    return edge(rows), edge(columns)
-
-
-def jpeg_history(rgb: np.ndarray) -> tuple[int, float, tuple[int, int]] | None:
-    """(quality, luma PSNR, grid origin) when ``rgb`` plainly went through an IJG JPEG before: re-saving a decoded
-    JPEG at its own quality on its own block grid barely changes its luma, far less than 3 qualities either side do
-    (a spike in the PSNR over quality, where a clean photo's PSNR only rises with the quality). The grid is looked
-    for at the image's origin and where its block edges are strongest (a JPEG cropped off its grid)."""
-    origins = dict.fromkeys([(0, 0), block_grid_origin(rgb)] if min(rgb.shape[:2]) > 16 else [(0, 0)])
-    for top, left in origins:
-        found = _jpeg_history_on_grid(rgb[top:, left:])
-        if found:
-            return *found, (top, left)
-    return None
-
-
-def _jpeg_history_on_grid(rgb: np.ndarray) -> tuple[int, float] | None:
-    side = min(256, rgb.shape[0] // 16 * 16, rgb.shape[1] // 16 * 16)
-    if side < 16:
-        return None
-    crop = np.ascontiguousarray(rgb[:side, :side])  # from the origin: on the grid being tested
-    if luma(crop).std() < 2:  # a flat crop survives any quality: it says nothing
-        return None
-    low, high = JPEG_HISTORY_QUALITIES
-    psnr = resave_psnr(crop, range(low - 3, high + 4))
-    best = max(range(low, high + 1), key=psnr.get)
-    if psnr[best] > 50 and ghost_strength(psnr, best) > 3:
-        return best, psnr[best]
-    return None
-
-
 def jpeg_reference_warning(path: Path, rgb: np.ndarray) -> str | None:
     """A warning when a reference photo is a JPEG file below ``CLEAN_JPEG_QUALITY``, or plainly was one once."""
     with Image.open(path) as image:
@@ -218,10 +176,10 @@ def jpeg_reference_warning(path: Path, rgb: np.ndarray) -> str | None:
                 "the gains are meaningless; evaluate on never-compressed photos (PNG, TIFF)")
     history = jpeg_history(rgb) if quality is None else None
     if history:
-        quality, psnr, origin = history
+        quality, fit, origin = history
         where = "" if origin == (0, 0) else f", cropped: its block grid starts at row {origin[0]}, column {origin[1]}"
-        return (f"{path} was a JPEG before (quality about {quality}{where}: re-saved at it, it changes by only "
-                f"{psnr:.1f} dB): gains at and above that quality are meaningless")
+        return (f"{path} was a JPEG before (quality about {quality}{where}: its DCT coefficients sit on that "
+                f"quality's quantization steps, fit {fit:.2f}): gains at and above that quality are meaningless")
     return None
 
 

@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from PIL import Image, ImageOps
 from torch import nn
 
-from dequantizer.data.images import GREYSCALE_MODES, estimate_jpeg_quality, jpeg_quality_from_pixels, split_alpha
+from dequantizer.data.images import GREYSCALE_MODES, estimate_jpeg_quality, jpeg_history, split_alpha
 from dequantizer.errors import DequantizerError
 from dequantizer.models import to_model_range, to_unit_range
 from dequantizer.weights import generator_state_from_checkpoint, load_generator_state, read_checkpoint, read_metadata
@@ -274,20 +274,27 @@ def is_grey(rgb: np.ndarray) -> bool:
     return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
 
 
+# Where no IJG lattice is found and the head reads at least this, the image is restored as a quality-100 one: an IJG
+# JPEG of quality 5-99 would have left its lattice, and the head cannot tell 97-99 from 100 (never-compressed photos
+# read 97.9-99.9, as q98 ones do), while restoring an uncompressed image as a q98 one costs up to 3 dB.
+UNCOMPRESSED_HEAD_QUALITY = 97
+
+
 def quality_from_pixels(rgb: np.ndarray, restorer: Restorer) -> int | None:
-    """For an image without tables and a quality-aware model: the quality that an IJG JPEG of quality 80-96 left in
-    its pixels (its ghost: re-saved at it, it barely changes), where the model's own estimate errs most costly. The
-    ghost is trusted only where the model's head also puts the image above 60: a heavily compressed image re-saves
-    nearly unchanged at many higher qualities too (spurious ghosts at 85-87 for q1-8). None otherwise: the head then
-    predicts the quality tile by tile."""
+    """For an image without tables and a quality-aware model: the quality of the IJG JPEG (5-99) that the pixels were
+    last decoded from, read from their DCT coefficients (``jpeg_history``); where there is none, 100 if the model's
+    head reads the image as nearly lossless, else None (the head then predicts the quality tile by tile: another
+    encoder's tables, a resized JPEG, quality 1-4)."""
     if not hasattr(restorer.generator, "quality_head"):
         return None
-    ghost = jpeg_quality_from_pixels(rgb)
-    if ghost is None:
-        return None
+    history = jpeg_history(rgb)
+    if history is not None:
+        return history[0]
     side = min(256, rgb.shape[0] // 8 * 8, rgb.shape[1] // 8 * 8)
-    crop = torch.from_numpy(np.ascontiguousarray(rgb[:side, :side])).permute(2, 0, 1)[None]
-    return ghost if restorer.predict_quality(crop) >= 60 else None
+    if side < 8:
+        return None
+    crop = torch.from_numpy(np.array(rgb[:side, :side])).permute(2, 0, 1)[None]  # a copy: rgb may be read-only
+    return 100 if restorer.predict_quality(crop) >= UNCOMPRESSED_HEAD_QUALITY else None
 
 
 def restore_image(image: Image.Image, restorer: Restorer, quality: int | None = None) -> Image.Image:
@@ -295,8 +302,8 @@ def restore_image(image: Image.Image, restorer: Restorer, quality: int | None = 
     the model upsamples), greyscale stays greyscale; the ICC profile and EXIF (orientation reset) kept in ``info``.
 
     A JPEG file says its quality in its quantization tables; ``quality`` overrides it (a strength knob: lower restores
-    harder). Quality-aware models are told it (without one, ``quality_from_pixels`` reads it where a JPEG of quality
-    80-96 left its ghost, else the model predicts it); above the model's
+    harder). Quality-aware models are told it (without one, ``quality_from_pixels`` reads it from the pixels where an
+    IJG JPEG left its quantization lattice, else the model predicts it); above the model's
     ``max_quality`` (where it was measured to do more harm than good) the pixels are passed through unchanged.
     """
     if quality is None:

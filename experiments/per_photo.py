@@ -5,7 +5,8 @@
 For each photo (grey photos as greyscale JPEGs, as `dequantize` sees them), prints the JPEG input's PSNR and each
 model's gain over it (RGB, dB): told the quality (as a file's tables tell it); with the quality its head predicts
 (shown in brackets); and as `dequantize` restores decoded pixels without tables (`--raw` in `dequantizer evaluate`:
-the quality read from the pixels' JPEG ghost where there is one, else the head's), with the quality it used.
+the quality read from the pixels' quantization lattice where there is one, 100 where there is none and the head
+reads 97 or more, else the head's), with the quality it used.
 No gate: the network's own output.
 """
 
@@ -60,10 +61,10 @@ def main() -> None:
                     psnr(to_uint8(restorer.restore_tiles(tiles, told_quality)[0]), rgb) - before
                     for told_quality in (quality, None)
                 )
-                ghost = quality_from_pixels(decoded, restorer)
+                read = quality_from_pixels(decoded, restorer)
                 raw = psnr(np.asarray(restore_image(Image.fromarray(decoded), restorer).convert("RGB")), rgb) - before
                 cells.append(f"{Path(name).stem}: {told:+6.2f} | {guessed:+6.2f} ({predicted.item():.0f}) | "
-                             f"{raw:+6.2f} ({ghost or '-'})")
+                             f"{raw:+6.2f} ({read or '-'})")
             print("  ".join(cells), flush=True)
 
 

@@ -6,11 +6,11 @@
                                                                                 # to travel to a GPU machine
 
 ``data/photos/shared/...`` and ``data/photos/debian/...`` link to the photos (nothing is copied, nothing from
-../shared is ever committed). Photos that plainly were JPEGs (`dequantizer.evaluate.jpeg_history`, on their own block
-grid or off it, as a crop of a JPEG is) are left out: 9 of T91's 81, found in session 6 (the models trained before
-saw them). ``split.json`` keeps ../shared/photos' own validation photos and holds out 10% of the
-Debian scenes (the same seeded split the first `blind` model used). scikit-image's photos are never included: they are
-the unseen evaluation set.
+../shared is ever committed). Photos that plainly were JPEGs (`dequantizer.data.images.jpeg_history`, on their own
+block grid or off it, as a crop of a JPEG is) are left out: 11 of T91's 81 (9 found in session 6, t43 and t66 in
+session 7 by their DCT coefficients; the models trained before saw them). ``split.json`` keeps ../shared/photos' own
+validation photos and holds out 10% of the Debian scenes (the same seeded split the first `blind` model used).
+scikit-image's photos are never included: they are the unseen evaluation set.
 
 ``--pack`` writes a compact copy for a machine that cannot see ../shared: one seeded crop of at most
 ``--max-side`` x ``--max-side`` from each photo, lossless WebP (no JPEG history is added), with the same split.
@@ -26,9 +26,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from dequantizer.data.images import IMAGE_EXTENSIONS
+from dequantizer.data.images import IMAGE_EXTENSIONS, jpeg_history, load_rgb
 from dequantizer.data.split import make_split
-from dequantizer.evaluate import jpeg_history, load_rgb
 from dequantizer.files import atomic_write
 
 ROOT = Path(__file__).resolve().parent.parent

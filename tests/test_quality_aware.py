@@ -1,5 +1,6 @@
 """The quality-aware restorer (QualityUNet), the training pairs it is trained on, and the quality knob of the tool."""
 
+import io
 import random
 
 import numpy as np
@@ -88,37 +89,55 @@ def test_the_pyramid_head_reads_the_mean_and_spread_of_every_level():
     torch.testing.assert_close(tiny_unet()._quality_features(levels[:2], levels[2]), levels[2].mean(dim=(2, 3)))
 
 
-def test_a_decoded_jpeg_of_quality_80_to_96_shows_its_quality_in_its_pixels(samples_dir):
-    from dequantizer.data.images import jpeg_quality_from_pixels, jpeg_roundtrip
+def test_a_decoded_jpeg_shows_its_quality_in_its_dct_coefficients(samples_dir):
+    from dequantizer.data.images import jpeg_history, jpeg_roundtrip
 
-    photo = Image.open(samples_dir / "chelsea.png").convert("RGB")
-    decoded = {q: np.asarray(jpeg_roundtrip(photo, q).convert("RGB")) for q in (30, 75, 85, 90, 95, 100)}
-    assert [jpeg_quality_from_pixels(decoded[q]) for q in (85, 90, 95)] == [85, 90, 95]
-    # Outside 80-96 (where spurious or universal ghosts appear), a never-compressed photo, tiny or flat: no answer.
-    assert [jpeg_quality_from_pixels(decoded[q]) for q in (30, 75, 100)] == [None, None, None]
-    assert jpeg_quality_from_pixels(np.asarray(photo)) is None
-    assert jpeg_quality_from_pixels(decoded[90][:12, :12]) is None
-    assert jpeg_quality_from_pixels(np.full((64, 64, 3), 128, np.uint8)) is None
+    photo = Image.open(samples_dir / "coffee.png").convert("RGB")
+    qualities = (5, 10, 30, 50, 75, 85, 90, 95, 97, 98, 99)
+    read = {q: jpeg_history(np.asarray(jpeg_roundtrip(photo, q).convert("RGB"))) for q in (*qualities, 100)}
+    assert [read[q][0] for q in qualities] == list(qualities)  # exact, the last compression's quality
+    assert all(read[q][2] == (0, 0) and read[q][1] > 0.5 for q in qualities)
+    # Quality 100 (every step 1), a never-compressed photo, a tiny or a flat image: nothing to read.
+    assert read[100] is None and jpeg_history(np.asarray(photo)) is None
+    assert jpeg_history(np.asarray(jpeg_roundtrip(photo, 90).convert("RGB"))[:12, :12]) is None
+    assert jpeg_history(np.full((64, 64, 3), 128, np.uint8)) is None
+    # A q75 JPEG re-saved at q95: the q75 lattice fits best, and its artefacts are what is left to restore.
+    resaved = jpeg_roundtrip(jpeg_roundtrip(photo, 75).convert("RGB"), 95)
+    assert jpeg_history(np.asarray(resaved.convert("RGB")))[0] == 75
 
 
-def test_decoded_pixels_are_restored_for_the_quality_their_ghost_shows(samples_dir):
+def test_another_encoders_tables_are_not_read_as_a_lower_ijg_quality(samples_dir):
+    from dequantizer.data.images import ijg_luminance_table, jpeg_history
+
+    photo = Image.open(samples_dir / "coffee.png").convert("RGB")
+    # A camera-like luminance table: IJG's q90 steps, each scaled by 0.8-1.2 at random.
+    steps = np.clip(ijg_luminance_table(90) * np.random.default_rng(0).uniform(0.8, 1.2, 64), 1, 255).round()
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", qtables=[steps.astype(int).tolist()] * 2)
+    history = jpeg_history(np.asarray(Image.open(buffer).convert("RGB")))
+    assert history is None or history[0] >= 88  # never a harsher restoration than its steps call for
+
+
+def test_decoded_pixels_are_restored_for_the_quality_their_coefficients_show(samples_dir):
     from dequantizer import dequantize
     from dequantizer.data.images import jpeg_roundtrip
 
-    photo = Image.open(samples_dir / "chelsea.png").convert("RGB").crop((100, 50, 228, 178))
+    photo = Image.open(samples_dir / "chelsea.png").convert("RGB").crop((100, 48, 228, 176))
     decoded = np.asarray(jpeg_roundtrip(photo, 90).convert("RGB"))  # no tables: an array
     assert np.array_equal(dequantize(decoded), dequantize(decoded, quality=90))
-    decoded = np.asarray(jpeg_roundtrip(photo, 30).convert("RGB"))  # no ghost at 30: the model's head decides
-    assert not np.array_equal(dequantize(decoded), dequantize(decoded, quality=90))
+    decoded = np.asarray(jpeg_roundtrip(photo, 2).convert("RGB"))  # too few coefficients survive: the head decides
+    assert not np.array_equal(dequantize(decoded), dequantize(decoded, quality=2))
 
 
-def test_a_spurious_ghost_of_a_heavily_compressed_image_is_not_trusted(samples_dir):
-    from dequantizer.data.images import jpeg_quality_from_pixels, jpeg_roundtrip
+def test_pixels_without_a_lattice_that_the_head_reads_as_nearly_lossless_are_restored_as_quality_100(samples_dir):
+    from dequantizer.data.images import jpeg_roundtrip
     from dequantizer.restore import get_restorer, quality_from_pixels
 
-    moon = np.asarray(jpeg_roundtrip(Image.open(samples_dir / "moon.png"), 2).convert("RGB"))
-    assert jpeg_quality_from_pixels(moon) == 85  # a q2 image re-saves nearly unchanged at 85 too
-    assert quality_from_pixels(moon, get_restorer("blind")) is None  # the head puts it far below 60
+    blind = get_restorer("blind")
+    moon = Image.open(samples_dir / "moon.png").convert("L")  # the head reads 98 here, where a q98 restoration hurts
+    assert quality_from_pixels(np.asarray(jpeg_roundtrip(moon, 100).convert("RGB")), blind) == 100
+    assert quality_from_pixels(np.asarray(jpeg_roundtrip(moon, 98).convert("RGB")), blind) == 98
+    assert quality_from_pixels(np.asarray(jpeg_roundtrip(moon, 2).convert("RGB")), blind) is None  # head: far below
 
 
 # -- training pairs ----------------------------------------------------------------------------------------------------

@@ -79,46 +79,74 @@ def luma(rgb: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.float64)
 
 
-def resave_psnr(rgb: np.ndarray, qualities: range) -> dict[int, float]:
-    """Luma PSNR (dB) between ``rgb`` and ``rgb`` re-saved as a JPEG at each quality. A decoded JPEG re-saved at its
-    own quality, on its own block grid, barely changes: far less than at a few qualities either side (the "JPEG
-    ghost"), while a never-compressed photo's PSNR only rises with the quality."""
-    reference = luma(rgb)
-    psnr = {}
-    for quality in qualities:
-        error = luma(jpeg_roundtrip_array(rgb, quality)) - reference
-        psnr[quality] = float(10 * np.log10(255**2 / max(np.mean(error**2), 1e-10)))
-    return psnr
+def block_grid_origin(rgb: np.ndarray) -> tuple[int, int]:
+    """(row, column) at which the image's strongest 8x8 block grid starts: past a JPEG's block edges, neighbouring
+    rows (columns) differ more than inside its blocks. (0, 0) for a JPEG on its own grid; a crop of a JPEG that did
+    not start on a block edge has its grid elsewhere. On a clean photo the answer is noise."""
+    pixels = luma(rgb)
+    rows, columns = np.abs(np.diff(pixels, axis=0)).mean(axis=1), np.abs(np.diff(pixels, axis=1)).mean(axis=0)
+    # Difference k is between pixels k and k+1: a peak at offset k puts a block edge before pixel k + 1.
+    edge = lambda profile: (int(np.argmax([profile[k::8].mean() for k in range(min(8, len(profile)))])) + 1) % 8  # noqa: E731
+    return edge(rows), edge(columns)
 
 
-def ghost_strength(psnr: dict[int, float], quality: int) -> float:
-    """How much less (dB) a re-save at ``quality`` changes the image than one 3 qualities either side does."""
-    return psnr[quality] - max(psnr[quality - 3], psnr[quality + 3])
+BT601 = np.array([0.299, 0.587, 0.114])  # JPEG's luma weights
+# The orthonormal 8-point DCT-II, which is JPEG's: the 2-D transform of a block B is DCT @ B @ DCT.T.
+DCT = np.array([[np.sqrt((1 if k else 0.5) / 4) * np.cos((2 * n + 1) * k * np.pi / 16) for n in range(8)]
+                for k in range(8)])  # fmt: skip
+# IJG luminance steps for qualities 1-99 (q100's steps are all 1: every decoded image sits on that lattice). The DC
+# step is left out (set to 1): flat or clipped blocks put their DC on any lattice.
+LATTICE_QUALITIES = range(1, 100)
+LATTICE_STEPS = np.stack([ijg_luminance_table(quality) for quality in LATTICE_QUALITIES]).astype(np.float32)
+LATTICE_STEPS[:, 0] = 1
+# A decoded IJG JPEG's coefficients sit on its steps with a fit of 0.53-1.0 (lowest at q98-99, whose steps of 2 are
+# blurred by the decoder's rounding); never-compressed photos fit no quality above 0.0, tables of other encoders
+# that are close to IJG's up to 0.5 (and then at a quality at or above theirs).
+LATTICE_FIT = 0.5
 
 
-# Where a decoded JPEG's quality is read from its pixels. Ghosts are looked for from 50 (a q75 JPEG also leaves a
-# weaker one at 87, so the strongest one counts) but trusted from 80 only: below, neighbouring qualities' tables share
-# so many values that spurious ghosts appear. Above 96 every photo barely changes when re-saved at 99-100.
-GHOST_SEARCH, GHOST_TRUSTED = (50, 96), 80
+def lattice_fit(luma_plane: np.ndarray) -> np.ndarray:
+    """For each IJG quality 1-99, how closely the luma's 8x8 DCT coefficients (blocks from the plane's origin) sit on
+    multiples of that quality's quantization steps: per AC frequency whose step is above 1, the mean of
+    cos(2 pi coefficient / step) over the coefficients that do not round to 0, and then the lower quartile over the
+    frequencies with at least 20 such coefficients (so that every frequency must fit, not just most). NaN where fewer
+    than 4 frequencies say anything."""
+    height, width = luma_plane.shape[0] // 8 * 8, luma_plane.shape[1] // 8 * 8
+    blocks = (luma_plane[:height, :width] - 128).reshape(height // 8, 8, width // 8, 8).transpose(0, 2, 1, 3)
+    coefficients = np.einsum("kn,bcnm,lm->bckl", DCT, blocks, DCT).reshape(-1, 1, 64).astype(np.float32)
+    in_steps = coefficients / LATTICE_STEPS  # blocks x qualities x frequencies
+    counted = (np.abs(in_steps) >= 0.5) & (LATTICE_STEPS > 1)
+    counts = counted.sum(axis=0)
+    fits = np.where(counted, np.cos(2 * np.pi * in_steps), 0).sum(axis=0) / np.maximum(counts, 1)
+    fits[counts < 20] = np.nan
+    result = np.full(len(LATTICE_QUALITIES), np.nan)
+    enough = (counts >= 20).sum(axis=1) >= 4
+    result[enough] = np.nanpercentile(fits[enough], 25, axis=1)
+    return result
 
 
-def jpeg_quality_from_pixels(rgb: np.ndarray) -> int | None:
-    """The IJG quality (80-96) at which these decoded pixels were last saved as a JPEG, read from the pixels alone:
-    the quality whose re-save changes the luma most clearly less (by over 3 dB) than 3 qualities either side do, on
-    the block grid at the origin, in the more textured of two 256-pixel crops (top left, centre). None when no such
-    quality stands out in 80-96: a lower or higher quality, another encoder's tables, a never-compressed or a flat
-    image."""
-    height, width = rgb.shape[0] // 16 * 16, rgb.shape[1] // 16 * 16
-    side = min(256, height, width)
-    if side < 16:
-        return None
-    top, left = (height - side) // 2 // 8 * 8, (width - side) // 2 // 8 * 8  # the centre crop, on the block grid
-    crops = [rgb[:side, :side], rgb[top : top + side, left : left + side]]
-    crop = max(crops, key=lambda pixels: float(luma(pixels).std()))
-    low, high = GHOST_SEARCH
-    psnr = resave_psnr(np.ascontiguousarray(crop), range(low - 3, high + 4))
-    best = max(range(low, high + 1), key=lambda quality: ghost_strength(psnr, quality))
-    return best if best >= GHOST_TRUSTED and ghost_strength(psnr, best) > 3 else None
+def jpeg_history(rgb: np.ndarray) -> tuple[int, float, tuple[int, int]] | None:
+    """(quality, fit, grid origin) of the IJG JPEG (quality 5-99) that these pixels were last decoded from, read
+    from the pixels alone: the quality whose quantization steps the luma's DCT coefficients sit on
+    (``lattice_fit`` above ``LATTICE_FIT``), in the more textured of two 256-pixel crops (top left, centre). The
+    grid is looked for at the image's origin and where its block edges are strongest (a JPEG cropped off its grid).
+    None for a never-compressed photo, a JPEG of quality 100 or below 5 (too few coefficients survive), another
+    encoder's tables, or a tiny or flat image."""
+    for top, left in dict.fromkeys([(0, 0), block_grid_origin(rgb)] if min(rgb.shape[:2]) > 16 else [(0, 0)]):
+        plane = rgb[top:, left:].astype(np.float64) @ BT601  # unrounded: PIL's "L" would add rounding noise
+        height, width = plane.shape[0] // 8 * 8, plane.shape[1] // 8 * 8
+        side = min(256, height, width)
+        if side < 16:
+            continue
+        centre = (height - side) // 2 // 8 * 8, (width - side) // 2 // 8 * 8  # on the block grid
+        crops = [plane[:side, :side], plane[centre[0] : centre[0] + side, centre[1] : centre[1] + side]]
+        fits = lattice_fit(max(crops, key=lambda crop: float(crop.std())))
+        if np.isnan(fits).all():
+            continue
+        best = int(np.nanargmax(fits))
+        if fits[best] > LATTICE_FIT:
+            return LATTICE_QUALITIES[best], float(fits[best]), (top, left)
+    return None
 
 
 def split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
