@@ -304,7 +304,8 @@ def restore_image(image: Image.Image, restorer: Restorer, quality: int | None = 
     A JPEG file says its quality in its quantization tables; ``quality`` overrides it (a strength knob: lower restores
     harder). Quality-aware models are told it (without one, ``quality_from_pixels`` reads it from the pixels where an
     IJG JPEG left its quantization lattice, else the model predicts it); above the model's
-    ``max_quality`` (where it was measured to do more harm than good) the pixels are passed through unchanged.
+    ``max_quality`` (where it was measured to do more harm than good), and for a grey image of quality 100, the
+    pixels are passed through unchanged.
     """
     if quality is None:
         quality = estimate_jpeg_quality(image)
@@ -314,10 +315,13 @@ def restore_image(image: Image.Image, restorer: Restorer, quality: int | None = 
     # A grey photo stored as RGB (a grey JPEG decodes with R = G = B exactly) holds no colour to restore.
     greyscale = image.mode in GREYSCALE_MODES or is_grey(np.asarray(rgb))
     max_quality = restorer.metadata.get("max_quality")
-    if quality is not None and max_quality is not None and quality > max_quality and restorer.scale == 1:
+    gated = quality is not None and max_quality is not None and quality > max_quality
+    condition = quality if quality is not None or gated else quality_from_pixels(np.asarray(rgb), restorer)
+    # A grey JPEG of quality 100 lost nothing but the rounding of its DCT coefficients to integers (58-61 dB): told
+    # 100, `blind` moved the grey photos by -0.22..+0.01 dB there, so their pixels are kept.
+    if restorer.scale == 1 and (gated or (greyscale and condition == 100)):
         restored = rgb.copy()
     else:
-        condition = quality if quality is not None else quality_from_pixels(np.asarray(rgb), restorer)
         restored = Image.fromarray(restorer.restore_array(np.asarray(rgb), condition))
     if greyscale:
         restored = restored.convert("L")

@@ -140,6 +140,21 @@ def test_pixels_without_a_lattice_that_the_head_reads_as_nearly_lossless_are_res
     assert quality_from_pixels(np.asarray(jpeg_roundtrip(moon, 2).convert("RGB")), blind) is None  # head: far below
 
 
+def test_a_grey_jpeg_of_quality_100_is_kept_as_it_is_and_a_colour_one_restored(samples_dir, tmp_path):
+    from dequantizer import dequantize
+
+    camera = Image.open(samples_dir / "camera.png").convert("L").crop((0, 0, 128, 128))
+    camera.save(tmp_path / "grey.jpg", quality=100)
+    grey = Image.open(tmp_path / "grey.jpg")
+    assert np.array_equal(np.asarray(dequantize(grey)), np.asarray(grey))  # its tables say 100
+    assert np.array_equal(dequantize(np.asarray(grey)), np.asarray(grey))  # no tables: no lattice, the head reads 100
+    assert not np.array_equal(np.asarray(dequantize(grey, quality=90)), np.asarray(grey))  # told otherwise
+    coffee = Image.open(samples_dir / "coffee.png").convert("RGB").crop((0, 0, 128, 128))
+    coffee.save(tmp_path / "colour.jpg", quality=100)
+    colour = Image.open(tmp_path / "colour.jpg")
+    assert not np.array_equal(np.asarray(dequantize(colour)), np.asarray(colour))  # 4:2:0 chroma to restore
+
+
 # -- training pairs ----------------------------------------------------------------------------------------------------
 def test_quality_draws_follow_the_focus():
     random.seed(0)
