@@ -143,9 +143,14 @@ def jpeg_history(rgb: np.ndarray) -> tuple[int, float, tuple[int, int]] | None:
         fits = lattice_fit(max(crops, key=lambda crop: float(crop.std())))
         if np.isnan(fits).all():
             continue
-        best = int(np.nanargmax(fits))
-        if fits[best] > LATTICE_FIT:
-            return LATTICE_QUALITIES[best], float(fits[best]), (top, left)
+        best = float(np.nanmax(fits))
+        if best > LATTICE_FIT:
+            # Several qualities can fit alike: a coarser table whose steps are multiples of a finer one's (q10 fits
+            # q20's steps too), so the coarsest is taken; and next to it neighbours whose steps agree on every
+            # frequency the image fills, of which the middle one is taken.
+            tied = np.flatnonzero(fits >= best - 0.01)
+            run = tied[: next((i for i in range(1, len(tied)) if tied[i] != tied[i - 1] + 1), len(tied))]
+            return LATTICE_QUALITIES[run[len(run) // 2]], best, (top, left)
     return None
 
 
