@@ -168,7 +168,7 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from dequantizer.evaluate import evaluate, format_table, image_paths, load_photos, write_reports
+    from dequantizer.evaluate import evaluate, format_table, image_paths, load_photos, mean_rows, write_reports
     from dequantizer.restore import get_restorer
 
     for quality in args.quality:
@@ -181,19 +181,24 @@ def _evaluate(args: argparse.Namespace) -> int:
     photos, failures, warnings = load_photos(image_paths(args.inputs), args.square)
     for failure in failures:
         _error(failure)
-    for warning in warnings:
+    for warning in warnings.values():
         print(f"warning: {warning}", file=sys.stderr)
     if not photos:
         raise DequantizerError("no readable images to evaluate")
-    rows = evaluate(restorer, photos, args.quality, args.output / "grids" if args.output else None, raw=args.raw,
-                    progress=not args.quiet)
+    photo_rows = evaluate(restorer, photos, args.quality, args.output / "grids" if args.output else None,
+                          raw=args.raw, progress=not args.quiet)
     model = args.model or "default"
-    print(format_table(rows, f"model {model} on {len(photos)} images" + (f" ({args.square}x{args.square})"
-                                                                        if args.square else "")
+    print(format_table(mean_rows(photo_rows), f"model {model} on {len(photos)} images"
+                       + (f" ({args.square}x{args.square})" if args.square else "")
                        + (" (raw: pixels without JPEG tables)" if args.raw else "")))
+    jpeg_born = [path for path in warnings if path in photos]
+    if jpeg_born and len(jpeg_born) < len(photos):
+        print(format_table(mean_rows(photo_rows, jpeg_born), f"the same without the {len(jpeg_born)} references "
+                           "that are or were JPEGs (see the warnings)"))
     if args.output:
         with _writing(args.output):
-            written = write_reports(rows, args.output, {"model": str(model), "raw": args.raw, **restorer.metadata})
+            written = write_reports(photo_rows, args.output, {"model": str(model), "raw": args.raw,
+                                                              **restorer.metadata}, jpeg_born)
         print("wrote " + ", ".join(str(path) for path in written) + f", grids in {args.output / 'grids'}")
     return 1 if failures else 0
 

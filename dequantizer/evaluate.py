@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from dequantizer.restore import Restorer, restore_image
 
 @dataclass
 class Row:
+    """One photo's metrics at one quality (``photo`` its path), or their mean over ``images`` photos (``photo`` "")."""
+
     quality: int
     images: int
     psnr_jpeg: float
@@ -36,6 +39,7 @@ class Row:
     ssim: float
     psnr_y_jpeg: float
     psnr_y: float
+    photo: str = ""
 
     @property
     def gain(self) -> float:
@@ -87,10 +91,11 @@ def image_paths(inputs: list[Path]) -> list[Path]:
 
 def evaluate(restorer: Restorer, photos: dict[str, np.ndarray], qualities: list[int], grid_dir: Path | None = None,
              subsampling: str = "4:2:0", raw: bool = False, progress: bool = False) -> list[Row]:
-    """Mean per-image metrics of the JPEG input and the restored image, per quality.
+    """Each photo's metrics, of the JPEG input and of the restored image, at each quality (``mean_rows`` averages
+    them).
 
     ``raw``: restore the decoded pixels without the file's quantization tables (as an image that was decoded and
-    re-saved losslessly reaches us): no quality gate, and a quality-aware model predicts the quality itself.
+    re-saved losslessly reaches us): no quality gate, and a quality-aware model reads the quality from the pixels.
     ``progress``: a progress bar (images x qualities) on stderr.
     """
     from tqdm import tqdm
@@ -98,7 +103,6 @@ def evaluate(restorer: Restorer, photos: dict[str, np.ndarray], qualities: list[
     rows = []
     bar = tqdm(total=len(qualities) * len(photos), unit="image", disable=not progress)
     for quality in qualities:
-        values: dict[str, list[float]] = {key: [] for key in ("pj", "p", "sj", "s", "yj", "y")}
         for index, (name, rgb) in enumerate(photos.items()):
             # Through a real JPEG file, as users restore them (its quantization tables are part of what it says).
             buffer = io.BytesIO()
@@ -111,16 +115,27 @@ def evaluate(restorer: Restorer, photos: dict[str, np.ndarray], qualities: list[
             psnr_jpeg, ssim_jpeg = photo_metrics(jpeg01, target)
             psnr, ssim = photo_metrics(restored01, target)
             measured = (psnr_jpeg, psnr, ssim_jpeg, ssim, y_psnr(jpeg01, target), y_psnr(restored01, target))
-            for key, value in zip(("pj", "p", "sj", "s", "yj", "y"), measured, strict=True):
-                values[key].append(float(value))
+            rows.append(Row(quality, 1, *(float(value) for value in measured), photo=name))
             if grid_dir is not None and index < 4:
                 grid = np.concatenate([jpeg, restored, rgb], axis=1)
                 save_image_atomic(Image.fromarray(grid), grid_dir / f"{Path(name).stem}_q{quality}.png")
             bar.update()
-        mean = {key: float(np.mean(value)) for key, value in values.items()}
-        rows.append(Row(quality, len(photos), mean["pj"], mean["p"], mean["sj"], mean["s"], mean["yj"], mean["y"]))
     bar.close()
     return rows
+
+
+def mean_rows(photo_rows: list[Row], leave_out: Collection[str] = ()) -> list[Row]:
+    """Per quality, the mean of the photos' rows (each photo counts once, whatever its size), without the photos in
+    ``leave_out``."""
+    by_quality: dict[int, list[Row]] = {}
+    for row in photo_rows:
+        if row.photo not in leave_out:
+            by_quality.setdefault(row.quality, []).append(row)
+    return [Row(quality, len(rows), *(float(np.mean([getattr(row, key) for row in rows])) for key in METRICS))
+            for quality, rows in by_quality.items()]
+
+
+METRICS = ("psnr_jpeg", "psnr", "ssim_jpeg", "ssim", "psnr_y_jpeg", "psnr_y")
 
 
 def format_table(rows: list[Row], title: str) -> str:
@@ -134,16 +149,15 @@ def format_table(rows: list[Row], title: str) -> str:
     return "\n".join(lines)
 
 
-def write_reports(rows: list[Row], output: Path, metadata: dict) -> list[Path]:
-    """results.csv, results.json and gain.png (when matplotlib is installed) under ``output``."""
-    written = []
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[*asdict(rows[0]), "gain"])
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({**asdict(row), "gain": row.gain})
-    written.append(atomic_write(output / "results.csv", buffer.getvalue()))
-    record = {"model": metadata, "rows": [{**asdict(row), "gain": row.gain} for row in rows]}
+def write_reports(photo_rows: list[Row], output: Path, metadata: dict, jpeg_born: Collection[str] = ()) -> list[Path]:
+    """results.csv (the means), photos.csv (each photo), results.json (both, and the means without the ``jpeg_born``
+    references when there are any) and gain.png (when matplotlib is installed) under ``output``."""
+    rows, clean_rows = mean_rows(photo_rows), mean_rows(photo_rows, jpeg_born) if jpeg_born else []
+    written = [write_csv(rows, output / "results.csv"), write_csv(photo_rows, output / "photos.csv")]
+    record = {"model": metadata, "rows": row_dicts(rows)}
+    if jpeg_born:
+        record |= {"jpeg_born_references": sorted(jpeg_born), "rows_without_jpeg_born": row_dicts(clean_rows)}
+    record["photos"] = row_dicts(photo_rows)
     written.append(atomic_write(output / "results.json", json.dumps(record, indent=1) + "\n"))
     try:
         import matplotlib
@@ -154,6 +168,9 @@ def write_reports(rows: list[Row], output: Path, metadata: dict) -> list[Path]:
         return written
     figure, axis = plt.subplots(figsize=(6, 3.5))
     axis.plot([r.quality for r in rows], [r.gain for r in rows], marker="o", label="restored - JPEG")
+    if clean_rows:
+        axis.plot([r.quality for r in clean_rows], [r.gain for r in clean_rows], marker=".", linestyle="--",
+                  label=f"without the {len(jpeg_born)} JPEG-born references")
     axis.axhline(0, color="grey", linewidth=0.8)
     axis.set_xlabel("JPEG quality")
     axis.set_ylabel("RGB PSNR gain (dB)")
@@ -165,6 +182,18 @@ def write_reports(rows: list[Row], output: Path, metadata: dict) -> list[Path]:
     plt.close(figure)
     written.append(atomic_write(output / "gain.png", buffer.getvalue()))
     return written
+
+
+def row_dicts(rows: list[Row]) -> list[dict]:
+    return [{**asdict(row), "gain": row.gain} for row in rows]
+
+
+def write_csv(rows: list[Row], path: Path) -> Path:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[*asdict(rows[0]), "gain"])
+    writer.writeheader()
+    writer.writerows(row_dicts(rows))
+    return atomic_write(path, buffer.getvalue())
 
 
 def jpeg_reference_warning(path: Path, rgb: np.ndarray) -> str | None:
@@ -183,9 +212,11 @@ def jpeg_reference_warning(path: Path, rgb: np.ndarray) -> str | None:
     return None
 
 
-def load_photos(paths: list[Path], square: int | None = None) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
-    """The readable photos as uint8 arrays, one line per unreadable file, one line per JPEG reference."""
-    photos, failures, warnings = {}, [], []
+def load_photos(paths: list[Path], square: int | None = None
+                ) -> tuple[dict[str, np.ndarray], list[str], dict[str, str]]:
+    """The readable photos as uint8 arrays, one line per unreadable file, and a warning for each reference that is
+    or was a JPEG (by the photo's key)."""
+    photos, failures, warnings = {}, [], {}
     for path in paths:
         try:
             rgb = load_rgb(path)
@@ -194,7 +225,7 @@ def load_photos(paths: list[Path], square: int | None = None) -> tuple[dict[str,
             failures.append(f"{path}: cannot read it as an image ({error})")
             continue
         if warning:
-            warnings.append(warning)
+            warnings[str(path)] = warning
         if square:
             rgb = square_resize(rgb, square)
         photos[str(path)] = rgb

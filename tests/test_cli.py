@@ -1,6 +1,9 @@
 """The console script as a user meets it: one clear line per failure, nothing silently lost, one meaning per flag."""
 
+import csv
+import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,8 +160,20 @@ def test_evaluate_warns_when_a_reference_is_or_was_a_jpeg(tmp_path, weights, cap
     smooth.save(tmp_path / "clean.png")
     Image.open(tmp_path / "lossy.jpg").save(tmp_path / "jpeg_born.png")  # decoded and re-saved losslessly
     Image.open(tmp_path / "lossy.jpg").crop((3, 5, 96, 96)).save(tmp_path / "cropped.png")  # off its block grid
-    assert main(["evaluate", str(tmp_path), "-q", "10", "-m", str(weights), "--quiet"]) == 0
-    err = capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path), "-q", "10", "-m", str(weights), "--quiet", "-o", str(tmp_path / "r")]) == 0
+    out, err = capsys.readouterr()
+    assert "the same without the 3 references that are or were JPEGs" in out
+    # Each photo's row is written, and the means without the three (the mean of the two others' rows).
+    photos = list(csv.DictReader(open(tmp_path / "r" / "photos.csv")))
+    assert sorted(Path(row["photo"]).name for row in photos) == sorted(
+        ["lossy.jpg", "fine.jpg", "clean.png", "jpeg_born.png", "cropped.png"])
+    record = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert sorted(Path(path).name for path in record["jpeg_born_references"]) == [
+        "cropped.png", "jpeg_born.png", "lossy.jpg"]
+    [clean] = record["rows_without_jpeg_born"]
+    kept = [float(row["gain"]) for row in photos if Path(row["photo"]).name in ("fine.jpg", "clean.png")]
+    assert clean["images"] == 2 and clean["gain"] == pytest.approx(sum(kept) / 2)
+    assert record["rows"][0]["images"] == 5 and len(record["photos"]) == 5
     assert "lossy.jpg is itself a JPEG (quality about 75)" in err
     assert "jpeg_born.png was a JPEG before (quality about 75:" in err
     assert "cropped.png was a JPEG before (quality about 75, cropped: its block grid starts at row 3, column 5" in err
