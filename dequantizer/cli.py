@@ -191,10 +191,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(format_table(mean_rows(photo_rows), f"model {model} on {len(photos)} images"
                        + (f" ({args.square}x{args.square})" if args.square else "")
                        + (" (raw: pixels without JPEG tables)" if args.raw else "")))
-    jpeg_born = [path for path in warnings if path in photos]
+    jpeg_born = list(warnings)  # the references that are or were JPEGs
     if jpeg_born and len(jpeg_born) < len(photos):
         print(format_table(mean_rows(photo_rows, jpeg_born), f"the same without the {len(jpeg_born)} references "
-                           "that are or were JPEGs (see the warnings)"))
+                           "warned about above"))
+    elif jpeg_born:
+        print("every reference is or was a JPEG (see the warnings): no means without them")
     if args.output:
         with _writing(args.output):
             written = write_reports(photo_rows, args.output, {"model": str(model), "raw": args.raw,
@@ -262,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     dequantize.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     dequantize.add_argument("-q", "--quality", type=int,
                             help="the JPEG quality to restore for, 1-100 (default: read from each file's tables, else "
-                                 "predicted): lower restores harder, higher keeps more detail")
+                                 "from the pixels, else predicted): lower restores harder, higher keeps more detail; "
+                                 "a grey image at 100 is kept as it is")
     model_options(dequantize)
     dequantize.set_defaults(run=_dequantize)
 
@@ -286,8 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--square", type=int, help="the paper's protocol: centre square resized to this size")
     evaluate.add_argument("--raw", action="store_true",
                           help="restore the decoded pixels without the JPEG tables, as dequantize does a decoded "
-                               "image: no quality gate, the quality read from the pixels (80-96) or predicted")
-    evaluate.add_argument("-o", "--output", type=Path, help="folder for results.csv/.json, gain.png and grids")
+                               "image: no quality gate, the quality read from the pixels' DCT coefficients or "
+                               "predicted")
+    evaluate.add_argument("-o", "--output", type=Path,
+                          help="folder for results.csv (means), photos.csv (each photo), results.json, gain.png, grids")
     model_options(evaluate)
     evaluate.set_defaults(run=_evaluate)
 

@@ -46,6 +46,9 @@ class Row:
         return self.psnr - self.psnr_jpeg
 
 
+METRICS = ("psnr_jpeg", "psnr", "ssim_jpeg", "ssim", "psnr_y_jpeg", "psnr_y")  # what a Row's mean averages
+
+
 def to_unit_tensor(rgb: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 -> 1x3xHxW float in [0, 1], what ``image_metrics`` takes."""
     return torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float() / 255
@@ -135,8 +138,6 @@ def mean_rows(photo_rows: list[Row], leave_out: Collection[str] = ()) -> list[Ro
             for quality, rows in by_quality.items()]
 
 
-METRICS = ("psnr_jpeg", "psnr", "ssim_jpeg", "ssim", "psnr_y_jpeg", "psnr_y")
-
 
 def format_table(rows: list[Row], title: str) -> str:
     lines = [title, f"{'quality':>7} {'JPEG PSNR':>10} {'restored':>9} {'gain':>7} {'JPEG SSIM':>10} {'restored':>9} "
@@ -152,12 +153,14 @@ def format_table(rows: list[Row], title: str) -> str:
 def write_reports(photo_rows: list[Row], output: Path, metadata: dict, jpeg_born: Collection[str] = ()) -> list[Path]:
     """results.csv (the means), photos.csv (each photo), results.json (both, and the means without the ``jpeg_born``
     references when there are any) and gain.png (when matplotlib is installed) under ``output``."""
-    rows, clean_rows = mean_rows(photo_rows), mean_rows(photo_rows, jpeg_born) if jpeg_born else []
-    written = [write_csv(rows, output / "results.csv"), write_csv(photo_rows, output / "photos.csv")]
-    record = {"model": metadata, "rows": row_dicts(rows)}
-    if jpeg_born:
-        record |= {"jpeg_born_references": sorted(jpeg_born), "rows_without_jpeg_born": row_dicts(clean_rows)}
-    record["photos"] = row_dicts(photo_rows)
+    rows = mean_rows(photo_rows)
+    clean_rows = mean_rows(photo_rows, jpeg_born) if jpeg_born else []
+    written = [write_csv(row_dicts(rows, "photo"), output / "results.csv"),
+               write_csv(row_dicts(photo_rows, "images"), output / "photos.csv")]
+    record = {"model": metadata, "rows": row_dicts(rows, "photo")}
+    if clean_rows:
+        record |= {"jpeg_born_references": sorted(jpeg_born), "rows_without_jpeg_born": row_dicts(clean_rows, "photo")}
+    record["photos"] = row_dicts(photo_rows, "images")
     written.append(atomic_write(output / "results.json", json.dumps(record, indent=1) + "\n"))
     try:
         import matplotlib
@@ -184,15 +187,18 @@ def write_reports(photo_rows: list[Row], output: Path, metadata: dict, jpeg_born
     return written
 
 
-def row_dicts(rows: list[Row]) -> list[dict]:
-    return [{**asdict(row), "gain": row.gain} for row in rows]
+def row_dicts(rows: list[Row], leave_out: str) -> list[dict]:
+    """Rows as records with their gain, without the field that says nothing there ("photo" of a mean, "images" of a
+    photo)."""
+    return [{key: value for key, value in {**asdict(row), "gain": row.gain}.items() if key != leave_out}
+            for row in rows]
 
 
-def write_csv(rows: list[Row], path: Path) -> Path:
+def write_csv(records: list[dict], path: Path) -> Path:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[*asdict(rows[0]), "gain"])
+    writer = csv.DictWriter(buffer, fieldnames=list(records[0]))
     writer.writeheader()
-    writer.writerows(row_dicts(rows))
+    writer.writerows(records)
     return atomic_write(path, buffer.getvalue())
 
 

@@ -275,16 +275,17 @@ def is_grey(rgb: np.ndarray) -> bool:
 
 
 # Where no IJG lattice is found and the head reads at least this, the image is restored as a quality-100 one: an IJG
-# JPEG of quality 5-99 would have left its lattice, and the head cannot tell 97-99 from 100 (never-compressed photos
-# read 97.9-99.9, as q98 ones do), while restoring an uncompressed image as a q98 one costs up to 3 dB.
+# JPEG of quality 2-99 would have left its lattice (one too coarse to leave it reads far below 97 to the head), and
+# the head cannot tell 97-99 from 100 (never-compressed photos read 97.9-99.9, as q98 ones do), while restoring an
+# uncompressed image as a q98 one costs up to 3 dB.
 UNCOMPRESSED_HEAD_QUALITY = 97
 
 
 def quality_from_pixels(rgb: np.ndarray, restorer: Restorer) -> int | None:
-    """For an image without tables and a quality-aware model: the quality of the IJG JPEG (5-99) that the pixels were
+    """For an image without tables and a quality-aware model: the quality of the IJG JPEG (2-99) that the pixels were
     last decoded from, read from their DCT coefficients (``jpeg_history``); where there is none, 100 if the model's
     head reads the image as nearly lossless, else None (the head then predicts the quality tile by tile: another
-    encoder's tables, a resized JPEG, quality 1-4)."""
+    encoder's tables, a resized JPEG, one too coarse to leave a lattice)."""
     if not hasattr(restorer.generator, "quality_head"):
         return None
     history = jpeg_history(rgb)
@@ -316,7 +317,7 @@ def restore_image(image: Image.Image, restorer: Restorer, quality: int | None = 
     greyscale = image.mode in GREYSCALE_MODES or is_grey(np.asarray(rgb))
     max_quality = restorer.metadata.get("max_quality")
     gated = quality is not None and max_quality is not None and quality > max_quality
-    condition = quality if quality is not None or gated else quality_from_pixels(np.asarray(rgb), restorer)
+    condition = quality if quality is not None else quality_from_pixels(np.asarray(rgb), restorer)
     # A grey JPEG of quality 100 lost nothing but the rounding of its DCT coefficients to integers (58-61 dB): told
     # 100, `blind` moved the grey photos by -0.22..+0.01 dB there, so their pixels are kept.
     if restorer.scale == 1 and (gated or (greyscale and condition == 100)):

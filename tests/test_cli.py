@@ -162,7 +162,7 @@ def test_evaluate_warns_when_a_reference_is_or_was_a_jpeg(tmp_path, weights, cap
     Image.open(tmp_path / "lossy.jpg").crop((3, 5, 96, 96)).save(tmp_path / "cropped.png")  # off its block grid
     assert main(["evaluate", str(tmp_path), "-q", "10", "-m", str(weights), "--quiet", "-o", str(tmp_path / "r")]) == 0
     out, err = capsys.readouterr()
-    assert "the same without the 3 references that are or were JPEGs" in out
+    assert "the same without the 3 references warned about above" in out
     # Each photo's row is written, and the means without the three (the mean of the two others' rows).
     photos = list(csv.DictReader(open(tmp_path / "r" / "photos.csv")))
     assert sorted(Path(row["photo"]).name for row in photos) == sorted(
@@ -174,6 +174,8 @@ def test_evaluate_warns_when_a_reference_is_or_was_a_jpeg(tmp_path, weights, cap
     kept = [float(row["gain"]) for row in photos if Path(row["photo"]).name in ("fine.jpg", "clean.png")]
     assert clean["images"] == 2 and clean["gain"] == pytest.approx(sum(kept) / 2)
     assert record["rows"][0]["images"] == 5 and len(record["photos"]) == 5
+    assert main(["evaluate", str(tmp_path / "jpeg_born.png"), "-q", "10", "-m", str(weights), "--quiet"]) == 0
+    assert "every reference is or was a JPEG" in capsys.readouterr().out
     assert "lossy.jpg is itself a JPEG (quality about 75)" in err
     assert "jpeg_born.png was a JPEG before (quality about 75:" in err
     assert "cropped.png was a JPEG before (quality about 75, cropped: its block grid starts at row 3, column 5" in err

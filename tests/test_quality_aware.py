@@ -101,6 +101,7 @@ def test_a_decoded_jpeg_shows_its_quality_in_its_dct_coefficients(samples_dir):
     assert read[100] is None and jpeg_history(np.asarray(photo)) is None
     assert jpeg_history(np.asarray(jpeg_roundtrip(photo, 90).convert("RGB"))[:12, :12]) is None
     assert jpeg_history(np.full((64, 64, 3), 128, np.uint8)) is None
+    assert jpeg_history(np.asarray(jpeg_roundtrip(photo.convert("L"), 90)))[0] == 90  # an HxW grey array
     # A q75 JPEG re-saved at q95: the q75 lattice fits best, and its artefacts are what is left to restore.
     resaved = jpeg_roundtrip(jpeg_roundtrip(photo, 75).convert("RGB"), 95)
     assert jpeg_history(np.asarray(resaved.convert("RGB")))[0] == 75

@@ -74,23 +74,26 @@ def jpeg_roundtrip_array(rgb: np.ndarray, quality: int, subsampling: str = "4:2:
     return np.asarray(jpeg_roundtrip(Image.fromarray(rgb), quality, subsampling))
 
 
-def luma(rgb: np.ndarray) -> np.ndarray:
-    """BT.601 luma (PIL's "L") of an HxWx3 uint8 array, as float64."""
-    return np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.float64)
+BT601 = np.array([0.299, 0.587, 0.114])  # JPEG's luma weights
 
 
-def block_grid_origin(rgb: np.ndarray) -> tuple[int, int]:
+def luma(pixels: np.ndarray) -> np.ndarray:
+    """JPEG's (BT.601) luma of HxWx3 uint8 pixels (a fourth, alpha channel ignored), unrounded (PIL's "L" would add
+    rounding noise), as float64; an HxW grey array as it is."""
+    return pixels.astype(np.float64) if pixels.ndim == 2 else pixels[..., :3].astype(np.float64) @ BT601
+
+
+def block_grid_origin(pixels: np.ndarray) -> tuple[int, int]:
     """(row, column) at which the image's strongest 8x8 block grid starts: past a JPEG's block edges, neighbouring
     rows (columns) differ more than inside its blocks. (0, 0) for a JPEG on its own grid; a crop of a JPEG that did
     not start on a block edge has its grid elsewhere. On a clean photo the answer is noise."""
-    pixels = luma(rgb)
-    rows, columns = np.abs(np.diff(pixels, axis=0)).mean(axis=1), np.abs(np.diff(pixels, axis=1)).mean(axis=0)
+    plane = luma(pixels)
+    rows, columns = np.abs(np.diff(plane, axis=0)).mean(axis=1), np.abs(np.diff(plane, axis=1)).mean(axis=0)
     # Difference k is between pixels k and k+1: a peak at offset k puts a block edge before pixel k + 1.
     edge = lambda profile: (int(np.argmax([profile[k::8].mean() for k in range(min(8, len(profile)))])) + 1) % 8  # noqa: E731
     return edge(rows), edge(columns)
 
 
-BT601 = np.array([0.299, 0.587, 0.114])  # JPEG's luma weights
 # The orthonormal 8-point DCT-II, which is JPEG's: the 2-D transform of a block B is DCT @ B @ DCT.T.
 DCT = np.array([[np.sqrt((1 if k else 0.5) / 4) * np.cos((2 * n + 1) * k * np.pi / 16) for n in range(8)]
                 for k in range(8)])  # fmt: skip
@@ -99,25 +102,27 @@ DCT = np.array([[np.sqrt((1 if k else 0.5) / 4) * np.cos((2 * n + 1) * k * np.pi
 LATTICE_QUALITIES = range(1, 100)
 LATTICE_STEPS = np.stack([ijg_luminance_table(quality) for quality in LATTICE_QUALITIES]).astype(np.float32)
 LATTICE_STEPS[:, 0] = 1
-# A decoded IJG JPEG's coefficients sit on its steps with a fit of 0.53-1.0 (lowest at q98-99, whose steps of 2 are
+# A decoded IJG JPEG's coefficients sit on its steps with a fit of 0.52-1.0 (lowest at q98-99, whose steps of 2 are
 # blurred by the decoder's rounding); never-compressed photos fit no quality above 0.0, tables of other encoders
-# that are close to IJG's up to 0.5 (and then at a quality at or above theirs).
+# that are close to IJG's up to 0.5 (and then near or above their own quality).
 LATTICE_FIT = 0.5
 
 
-def lattice_fit(luma_plane: np.ndarray) -> np.ndarray:
-    """For each IJG quality 1-99, how closely the luma's 8x8 DCT coefficients (blocks from the plane's origin) sit on
+def lattice_fit(plane: np.ndarray) -> np.ndarray:
+    """For each IJG quality 1-99, how closely a luma plane's 8x8 DCT coefficients (blocks from its origin) sit on
     multiples of that quality's quantization steps: per AC frequency whose step is above 1, the mean of
     cos(2 pi coefficient / step) over the coefficients that do not round to 0, and then the lower quartile over the
     frequencies with at least 20 such coefficients (so that every frequency must fit, not just most). NaN where fewer
-    than 4 frequencies say anything."""
-    height, width = luma_plane.shape[0] // 8 * 8, luma_plane.shape[1] // 8 * 8
-    blocks = (luma_plane[:height, :width] - 128).reshape(height // 8, 8, width // 8, 8).transpose(0, 2, 1, 3)
+    than 4 frequencies say anything. Meant for crops of up to 256x256 (it holds blocks x 99 x 64 floats)."""
+    height, width = plane.shape[0] // 8 * 8, plane.shape[1] // 8 * 8
+    blocks = (plane[:height, :width] - 128).reshape(height // 8, 8, width // 8, 8).transpose(0, 2, 1, 3)
     coefficients = np.einsum("kn,bcnm,lm->bckl", DCT, blocks, DCT).reshape(-1, 1, 64).astype(np.float32)
-    in_steps = coefficients / LATTICE_STEPS  # blocks x qualities x frequencies
-    counted = (np.abs(in_steps) >= 0.5) & (LATTICE_STEPS > 1)
+    phases = coefficients / LATTICE_STEPS  # blocks x qualities x frequencies, in steps
+    counted = (np.abs(phases) >= 0.5) & (LATTICE_STEPS > 1)
     counts = counted.sum(axis=0)
-    fits = np.where(counted, np.cos(2 * np.pi * in_steps), 0).sum(axis=0) / np.maximum(counts, 1)
+    np.cos(np.multiply(phases, 2 * np.pi, out=phases), out=phases)  # in place: the array is the large one
+    phases[~counted] = 0
+    fits = phases.sum(axis=0) / np.maximum(counts, 1)
     fits[counts < 20] = np.nan
     result = np.full(len(LATTICE_QUALITIES), np.nan)
     enough = (counts >= 20).sum(axis=1) >= 4
@@ -125,29 +130,34 @@ def lattice_fit(luma_plane: np.ndarray) -> np.ndarray:
     return result
 
 
-def jpeg_history(rgb: np.ndarray) -> tuple[int, float, tuple[int, int]] | None:
-    """(quality, fit, grid origin) of the IJG JPEG (quality 5-99) that these pixels were last decoded from, read
-    from the pixels alone: the quality whose quantization steps the luma's DCT coefficients sit on
-    (``lattice_fit`` above ``LATTICE_FIT``), in the more textured of two 256-pixel crops (top left, centre). The
-    grid is looked for at the image's origin and where its block edges are strongest (a JPEG cropped off its grid).
-    None for a never-compressed photo, a JPEG of quality 100 or below 5 (too few coefficients survive), another
-    encoder's tables, or a tiny or flat image."""
-    for top, left in dict.fromkeys([(0, 0), block_grid_origin(rgb)] if min(rgb.shape[:2]) > 16 else [(0, 0)]):
-        plane = rgb[top:, left:].astype(np.float64) @ BT601  # unrounded: PIL's "L" would add rounding noise
-        height, width = plane.shape[0] // 8 * 8, plane.shape[1] // 8 * 8
-        side = min(256, height, width)
+def jpeg_history(pixels: np.ndarray) -> tuple[int, float, tuple[int, int]] | None:
+    """(quality, fit, grid origin) of the IJG JPEG (quality 2-99; q1 reads as 2, their tables clip alike) that these
+    HxWx3 (or HxW grey) pixels were last decoded from, read from the pixels alone: the quality whose quantization
+    steps the luma's DCT coefficients sit on (``lattice_fit`` above ``LATTICE_FIT``), in the more textured of two
+    256-pixel crops (top left, centre). The grid is looked for at the image's origin and where its block edges are
+    strongest (a JPEG cropped off its grid). None for a never-compressed photo, a JPEG of quality 100 or one so
+    coarse that too few coefficients survive, another encoder's tables, or a tiny or flat image."""
+    height, width = pixels.shape[:2]
+    origins = [(0, 0)]
+    if min(height, width) > 16:  # the grid is looked for in a central window of up to 1024 px, on the image's grid
+        top, left = max(0, (height - 1024) // 2 // 8 * 8), max(0, (width - 1024) // 2 // 8 * 8)
+        origins.append(block_grid_origin(pixels[top : top + 1024, left : left + 1024]))
+    for top, left in dict.fromkeys(origins):
+        blocks_high, blocks_wide = (height - top) // 8 * 8, (width - left) // 8 * 8
+        side = min(256, blocks_high, blocks_wide)
         if side < 16:
             continue
-        centre = (height - side) // 2 // 8 * 8, (width - side) // 2 // 8 * 8  # on the block grid
-        crops = [plane[:side, :side], plane[centre[0] : centre[0] + side, centre[1] : centre[1] + side]]
+        centre = top + (blocks_high - side) // 2 // 8 * 8, left + (blocks_wide - side) // 2 // 8 * 8
+        crops = [luma(pixels[row : row + side, column : column + side]) for row, column in ((top, left), centre)]
         fits = lattice_fit(max(crops, key=lambda crop: float(crop.std())))
         if np.isnan(fits).all():
             continue
         best = float(np.nanmax(fits))
         if best > LATTICE_FIT:
-            # Several qualities can fit alike: a coarser table whose steps are multiples of a finer one's (q10 fits
-            # q20's steps too), so the coarsest is taken; and next to it neighbours whose steps agree on every
-            # frequency the image fills, of which the middle one is taken.
+            # Qualities within 0.01 of the best (the fit's own noise) fit alike: a coarser table whose steps are
+            # multiples of a finer one's (q10 fits q20's steps too), so the coarsest is taken; and neighbours of it
+            # whose steps agree on every frequency the image fills, of which the middle one (of two, the higher:
+            # the gentler restoration) is taken.
             tied = np.flatnonzero(fits >= best - 0.01)
             run = tied[: next((i for i in range(1, len(tied)) if tied[i] != tied[i - 1] + 1), len(tied))]
             return LATTICE_QUALITIES[run[len(run) // 2]], best, (top, left)
