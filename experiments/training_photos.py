@@ -7,9 +7,10 @@
 
 ``data/photos/shared/...`` and ``data/photos/debian/...`` link to the photos (nothing is copied, nothing from
 ../shared is ever committed). Photos that plainly were JPEGs (`dequantizer.data.images.jpeg_history`, on their own
-block grid or off it, as a crop of a JPEG is) are left out: 11 of T91's 81 (9 found in session 6, t43 and t66 in
-session 7 by their DCT coefficients; the models trained before saw them). ``split.json`` keeps ../shared/photos' own
-validation photos and holds out 10% of the Debian scenes (the same seeded split the first `blind` model used).
+block grid or off it, as a crop of a JPEG is) are left out: 18 of T91's 81 (9 found in session 6, 9 more in
+session 7 by their DCT coefficients, 7 of them with tables other than IJG's; the models trained before saw them).
+``split.json`` keeps ../shared/photos' own validation photos and holds out 10% of the Debian scenes (the same seeded
+split the first `blind` model used).
 scikit-image's photos are never included: they are the unseen evaluation set.
 
 ``--pack`` writes a compact copy for a machine that cannot see ../shared: one seeded crop of at most

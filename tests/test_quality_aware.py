@@ -107,16 +107,30 @@ def test_a_decoded_jpeg_shows_its_quality_in_its_dct_coefficients(samples_dir):
     assert jpeg_history(np.asarray(resaved.convert("RGB")))[0] == 75
 
 
-def test_another_encoders_tables_are_not_read_as_a_lower_ijg_quality(samples_dir):
-    from dequantizer.data.images import ijg_luminance_table, jpeg_history
+def test_another_encoders_steps_are_read_and_named_by_the_nearest_ijg_quality_as_its_file_would_be(samples_dir):
+    from dequantizer.data.images import (
+        dct_coefficients,
+        estimate_jpeg_quality,
+        ijg_luminance_table,
+        jpeg_history,
+        luma,
+        quantization_steps,
+    )
 
     photo = Image.open(samples_dir / "coffee.png").convert("RGB")
-    # A camera-like luminance table: IJG's q90 steps, each scaled by 0.8-1.2 at random.
+    # A camera-like luminance table: IJG's q90 steps, each scaled by 0.8-1.2 at random. A finer IJG table whose steps
+    # divide some of these fits them too (weakly): the steps themselves decide.
     steps = np.clip(ijg_luminance_table(90) * np.random.default_rng(0).uniform(0.8, 1.2, 64), 1, 255).round()
     buffer = io.BytesIO()
     photo.save(buffer, format="JPEG", qtables=[steps.astype(int).tolist()] * 2)
-    history = jpeg_history(np.asarray(Image.open(buffer).convert("RGB")))
-    assert history is None or history[0] >= 88  # never a harsher restoration than its steps call for
+    jpeg = Image.open(buffer)
+    decoded = np.asarray(jpeg.convert("RGB"))
+    read, _ = quantization_steps(dct_coefficients(luma(decoded[:256, :256])))
+    known = ~np.isnan(read)
+    assert known.sum() >= 20 and np.array_equal(read[known], steps[known])  # every step read is exact
+    assert jpeg_history(decoded)[0] == estimate_jpeg_quality(jpeg)  # the quality its tables would say
+    # A never-compressed photo: no step anywhere.
+    assert np.isnan(quantization_steps(dct_coefficients(luma(np.asarray(photo)[:256, :256])))[0]).all()
 
 
 def test_decoded_pixels_are_restored_for_the_quality_their_coefficients_show(samples_dir):

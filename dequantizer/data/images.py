@@ -65,8 +65,13 @@ def estimate_jpeg_quality(image: Image.Image) -> int | None:
     tables = getattr(image, "quantization", None)
     if not tables or 0 not in tables or len(tables[0]) != 64:
         return None
-    table = np.asarray(tables[0])
-    return int(min(range(1, 101), key=lambda q: np.abs(ijg_luminance_table(q) - table).sum()))
+    return nearest_ijg_quality(np.asarray(tables[0], dtype=np.float64))
+
+
+def nearest_ijg_quality(table: np.ndarray) -> int:
+    """The IJG quality whose luminance table is nearest (L1) to ``table``'s known (not NaN) steps."""
+    known = ~np.isnan(table)
+    return int(min(range(1, 101), key=lambda quality: np.abs(ijg_luminance_table(quality)[known] - table[known]).sum()))
 
 
 def jpeg_roundtrip_array(rgb: np.ndarray, quality: int, subsampling: str = "4:2:0") -> np.ndarray:
@@ -108,26 +113,63 @@ LATTICE_STEPS[:, 0] = 1
 LATTICE_FIT = 0.5
 
 
-def lattice_fit(plane: np.ndarray) -> np.ndarray:
-    """For each IJG quality 1-99, how closely a luma plane's 8x8 DCT coefficients (blocks from its origin) sit on
-    multiples of that quality's quantization steps: per AC frequency whose step is above 1, the mean of
-    cos(2 pi coefficient / step) over the coefficients that do not round to 0, and then the lower quartile over the
-    frequencies with at least 20 such coefficients (so that every frequency must fit, not just most). NaN where fewer
-    than 4 frequencies say anything. Meant for crops of up to 256x256 (it holds blocks x 99 x 64 floats)."""
+def dct_coefficients(plane: np.ndarray) -> np.ndarray:
+    """The 8x8 DCT coefficients of a luma plane's blocks (from its origin, JPEG's level shift), blocks x 64."""
     height, width = plane.shape[0] // 8 * 8, plane.shape[1] // 8 * 8
     blocks = (plane[:height, :width] - 128).reshape(height // 8, 8, width // 8, 8).transpose(0, 2, 1, 3)
-    coefficients = np.einsum("kn,bcnm,lm->bckl", DCT, blocks, DCT).reshape(-1, 1, 64).astype(np.float32)
-    phases = coefficients / LATTICE_STEPS  # blocks x qualities x frequencies, in steps
-    counted = (np.abs(phases) >= 0.5) & (LATTICE_STEPS > 1)
+    return np.einsum("kn,bcnm,lm->bckl", DCT, blocks, DCT).reshape(-1, 64).astype(np.float32)
+
+
+def frequency_fits(coefficients: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of ``steps`` (rows x 64) and each frequency whose step is above 1: how closely the coefficients
+    sit on multiples of the step, the mean of cos(2 pi coefficient / step) over those that do not round to 0, and
+    how many those are. Meant for crops of up to 256x256 (it holds blocks x rows x 64 floats)."""
+    phases = coefficients[:, None, :] / steps  # in steps
+    counted = (np.abs(phases) >= 0.5) & (steps > 1)
     counts = counted.sum(axis=0)
     np.cos(np.multiply(phases, 2 * np.pi, out=phases), out=phases)  # in place: the array is the large one
     phases[~counted] = 0
-    fits = phases.sum(axis=0) / np.maximum(counts, 1)
+    return phases.sum(axis=0) / np.maximum(counts, 1), counts
+
+
+def lattice_fit(coefficients: np.ndarray) -> np.ndarray:
+    """For each IJG quality 1-99, how closely the DCT coefficients sit on that quality's quantization steps: the lower
+    quartile, over the frequencies with at least 20 counted coefficients, of ``frequency_fits`` (so that every
+    frequency must fit, not just most). NaN where fewer than 4 frequencies say anything."""
+    fits, counts = frequency_fits(coefficients, LATTICE_STEPS)
     fits[counts < 20] = np.nan
     result = np.full(len(LATTICE_QUALITIES), np.nan)
     enough = (counts >= 20).sum(axis=1) >= 4
     result[enough] = np.nanpercentile(fits[enough], 25, axis=1)
     return result
+
+
+# Any encoder's steps, read one frequency at a time (cameras, phones and editors have tables of their own): the step
+# of 2-64 that the coefficients fit best, where that fit is at least 0.6 over at least 50 coefficients (on a
+# never-compressed photo such a fit is 6 standard deviations of chance). Steps above 64, of tables coarser than
+# about IJG's q75, would read as a divisor, so such readings are left to the head (``STEPS_READ_FROM``).
+STEP_CANDIDATES = np.arange(2, 65, dtype=np.float32)
+STEP_ROWS = np.repeat(STEP_CANDIDATES[:, None], 64, axis=1)
+STEP_ROWS[:, 0] = 1  # the DC left out, as above
+STEPS_READ_FROM = 75
+
+
+def quantization_steps(coefficients: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per frequency, the quantization step (2-64) that the DCT coefficients sit on and its fit; NaN where none fits
+    clearly (a step of 1, a frequency too empty to tell, or no quantization)."""
+    fits, counts = frequency_fits(coefficients, STEP_ROWS)
+    fits[(fits < 0.6) | (counts < 50)] = -np.inf
+    best = fits.argmax(axis=0)
+    fit = fits[best, np.arange(64)]
+    clear = np.isfinite(fit)
+    return np.where(clear, STEP_CANDIDATES[best], np.nan), np.where(clear, fit, np.nan)
+
+
+def tables_agree(table: np.ndarray, steps: np.ndarray) -> bool:
+    """Whether a table's steps are, within 10% on the median, the steps read (NaN: unknown), where they can be read
+    (up to 64)."""
+    known = ~np.isnan(steps) & (table <= STEP_CANDIDATES[-1])
+    return not known.any() or bool(np.median(np.abs(table[known] - steps[known]) / steps[known]) <= 0.1)
 
 
 def jpeg_history(pixels: np.ndarray) -> tuple[int, float, tuple[int, int]] | None:
@@ -149,10 +191,11 @@ def jpeg_history(pixels: np.ndarray) -> tuple[int, float, tuple[int, int]] | Non
             continue
         centre = top + (blocks_high - side) // 2 // 8 * 8, left + (blocks_wide - side) // 2 // 8 * 8
         crops = [luma(pixels[row : row + side, column : column + side]) for row, column in ((top, left), centre)]
-        fits = lattice_fit(max(crops, key=lambda crop: float(crop.std())))
-        if np.isnan(fits).all():
-            continue
-        best = float(np.nanmax(fits))
+        coefficients = dct_coefficients(max(crops, key=lambda crop: float(crop.std())))
+        steps, step_fits = quantization_steps(coefficients)
+        steps_read = (~np.isnan(steps)).sum() >= 6  # enough frequencies to name a table
+        fits = lattice_fit(coefficients)
+        best = float(np.nanmax(fits)) if not np.isnan(fits).all() else -1.0
         if best > LATTICE_FIT:
             # Qualities within 0.01 of the best (the fit's own noise) fit alike: a coarser table whose steps are
             # multiples of a finer one's (q10 fits q20's steps too), so the coarsest is taken; and neighbours of it
@@ -160,7 +203,14 @@ def jpeg_history(pixels: np.ndarray) -> tuple[int, float, tuple[int, int]] | Non
             # the gentler restoration) is taken.
             tied = np.flatnonzero(fits >= best - 0.01)
             run = tied[: next((i for i in range(1, len(tied)) if tied[i] != tied[i - 1] + 1), len(tied))]
-            return LATTICE_QUALITIES[run[len(run) // 2]], best, (top, left)
+            quality = LATTICE_QUALITIES[run[len(run) // 2]]
+            # Another encoder's steps can make a finer IJG table fit, weakly (one whose steps divide theirs): a
+            # weak fit stands only where its steps are the ones read. A decoded IJG JPEG of quality 97 or below fits
+            # its own at 0.71 or more (a strong fit also stands against a coarser JPEG history under it).
+            if best >= 0.7 or not steps_read or tables_agree(ijg_luminance_table(quality), steps):
+                return quality, best, (top, left)
+        if steps_read and (quality := nearest_ijg_quality(steps)) >= STEPS_READ_FROM:
+            return quality, float(np.nanmean(step_fits)), (top, left)
     return None
 
 
