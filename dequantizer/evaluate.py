@@ -213,8 +213,8 @@ def jpeg_reference_warning(path: Path, rgb: np.ndarray) -> str | None:
     if history:
         quality, fit, origin = history
         where = "" if origin == (0, 0) else f", cropped: its block grid starts at row {origin[0]}, column {origin[1]}"
-        return (f"{path} was a JPEG before (quality about {quality}{where}: its DCT coefficients sit on that "
-                f"quality's quantization steps, fit {fit:.2f}): gains at and above that quality are meaningless")
+        return (f"{path} was a JPEG before (quality about {quality}{where}: its DCT coefficients sit on quantization "
+                f"steps of about that quality, fit {fit:.2f}): gains at and above that quality are meaningless")
     return None
 
 

@@ -274,18 +274,19 @@ def is_grey(rgb: np.ndarray) -> bool:
     return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
 
 
-# Where no IJG lattice is found and the head reads at least this, the image is restored as a quality-100 one: an IJG
-# JPEG of quality 2-99 would have left its lattice (one too coarse to leave it reads far below 97 to the head), and
+# Where no quantization steps are read and the head reads at least this, the image is restored as a quality-100 one:
+# a JPEG of quality 2-99 would have left its steps (one too coarse to leave them reads far below 97 to the head), and
 # the head cannot tell 97-99 from 100 (never-compressed photos read 97.9-99.9, as q98 ones do), while restoring an
 # uncompressed image as a q98 one costs up to 3 dB.
 UNCOMPRESSED_HEAD_QUALITY = 97
 
 
 def quality_from_pixels(rgb: np.ndarray, restorer: Restorer) -> int | None:
-    """For an image without tables and a quality-aware model: the quality of the IJG JPEG (2-99) that the pixels were
-    last decoded from, read from their DCT coefficients (``jpeg_history``); where there is none, 100 if the model's
-    head reads the image as nearly lossless, else None (the head then predicts the quality tile by tile: another
-    encoder's tables, a resized JPEG, one too coarse to leave a lattice)."""
+    """For an image without tables and a quality-aware model: the quality of the JPEG that the pixels were last
+    decoded from, read from the quantization steps their DCT coefficients sit on (``jpeg_history``); where there are
+    none, 100 if the model's head reads the image as nearly lossless, else None (the head then predicts the quality
+    tile by tile: a resized JPEG, another encoder's tables coarser than about q75, or any JPEG too coarse to leave
+    its steps)."""
     if not hasattr(restorer.generator, "quality_head"):
         return None
     history = jpeg_history(rgb)
@@ -303,8 +304,8 @@ def restore_image(image: Image.Image, restorer: Restorer, quality: int | None = 
     the model upsamples), greyscale stays greyscale; the ICC profile and EXIF (orientation reset) kept in ``info``.
 
     A JPEG file says its quality in its quantization tables; ``quality`` overrides it (a strength knob: lower restores
-    harder). Quality-aware models are told it (without one, ``quality_from_pixels`` reads it from the pixels where an
-    IJG JPEG left its quantization lattice, else the model predicts it); above the model's
+    harder). Quality-aware models are told it (without one, ``quality_from_pixels`` reads it from the quantization
+    steps a JPEG left in the pixels, else the model predicts it); above the model's
     ``max_quality`` (where it was measured to do more harm than good), and for a grey image of quality 100, the
     pixels are passed through unchanged.
     """

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dequantizer.data.images import estimate_jpeg_quality, ijg_luminance_table
-from dequantizer.evaluate import image_paths, load_photos
-from dequantizer.restore import get_restorer, quality_from_pixels, restore_image
+from dequantizer.data.images import IJG_LUMINANCE, estimate_jpeg_quality, ijg_luminance_table
+from dequantizer.evaluate import image_paths, load_photos, photo_metrics, to_unit_tensor
+from dequantizer.restore import get_restorer, is_grey, quality_from_pixels, restore_image
 
 # IJG's chrominance table (libjpeg's std_chrominance_quant_tbl), natural order.
 IJG_CHROMINANCE = np.array([17, 18, 24, 47, *[99] * 4, 18, 21, 26, 66, *[99] * 4, 24, 26, 56, *[99] * 5, 47, 66,
@@ -30,14 +30,13 @@ IJG_CHROMINANCE = np.array([17, 18, 24, 47, *[99] * 4, 18, 21, 26, 66, *[99] * 4
 def other_tables(quality: int) -> tuple[list[int], list[int]]:
     """Luma and chroma tables near IJG's at ``quality``: every step scaled by U(0.8, 1.2), seeded by the quality."""
     rng = np.random.default_rng(quality)
-    scale = 200 - 2 * quality if quality >= 50 else 5000 / quality
-    luma_table = np.clip((ijg_luminance_table(50) * scale * rng.uniform(0.8, 1.2, 64) + 50) // 100, 1, 255)
-    chroma_table = np.clip((IJG_CHROMINANCE * scale * rng.uniform(0.8, 1.2, 64) + 50) // 100, 1, 255)
-    return luma_table.astype(int).tolist(), chroma_table.astype(int).tolist()
+    return tuple(ijg_luminance_table(quality, base * rng.uniform(0.8, 1.2, 64)).astype(int).tolist()
+                 for base in (IJG_LUMINANCE, IJG_CHROMINANCE))
 
 
 def psnr(image: np.ndarray, reference: np.ndarray) -> float:
-    return float(10 * np.log10(255**2 / np.mean((image.astype(np.float64) - reference) ** 2)))
+    """The same per-image RGB PSNR as `dequantizer evaluate`."""
+    return float(photo_metrics(to_unit_tensor(image), to_unit_tensor(reference))[0])
 
 
 def main() -> None:
@@ -56,7 +55,7 @@ def main() -> None:
         for path, rgb in photos.items():
             if path in jpeg_born:
                 continue
-            grey = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+            grey = is_grey(rgb)
             buffer = io.BytesIO()
             Image.fromarray(rgb[..., 0] if grey else rgb).save(
                 buffer, "JPEG", qtables=[luma_table] if grey else [luma_table, chroma_table], subsampling=2)

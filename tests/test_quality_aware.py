@@ -127,8 +127,10 @@ def test_another_encoders_steps_are_read_and_named_by_the_nearest_ijg_quality_as
     decoded = np.asarray(jpeg.convert("RGB"))
     read, _ = quantization_steps(dct_coefficients(luma(decoded[:256, :256])))
     known = ~np.isnan(read)
-    assert known.sum() >= 20 and np.array_equal(read[known], steps[known])  # every step read is exact
-    assert jpeg_history(decoded)[0] == estimate_jpeg_quality(jpeg)  # the quality its tables would say
+    assert known.sum() >= 20 and np.array_equal(read[known], steps[known])  # every step read is exact (this seed)
+    history = jpeg_history(decoded)
+    assert history is not None and 0 <= history[0] - estimate_jpeg_quality(jpeg) <= 2  # what its tables say, or
+    # a little above (named from the steps read, not all 64): a gentler restoration, never a harsher one
     # A never-compressed photo: no step anywhere.
     assert np.isnan(quantization_steps(dct_coefficients(luma(np.asarray(photo)[:256, :256])))[0]).all()
 

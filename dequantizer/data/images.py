@@ -47,9 +47,10 @@ IJG_LUMINANCE = np.array([
 ])  # fmt: skip
 
 
-def ijg_luminance_table(quality: int) -> np.ndarray:
+def ijg_luminance_table(quality: int, base: np.ndarray = IJG_LUMINANCE) -> np.ndarray:
+    """libjpeg's table for ``quality``: ``base`` (its luminance table) scaled as ``jpeg_quality_scaling`` does."""
     scale = 5000 / quality if quality < 50 else 200 - 2 * quality
-    return np.clip((IJG_LUMINANCE * scale + 50) // 100, 1, 255)
+    return np.clip((base * scale + 50) // 100, 1, 255)
 
 
 # The PNG text chunk in which `dequantizer quantize --format png` records the JPEG quality the pixels went through.
@@ -69,9 +70,11 @@ def estimate_jpeg_quality(image: Image.Image) -> int | None:
 
 
 def nearest_ijg_quality(table: np.ndarray) -> int:
-    """The IJG quality whose luminance table is nearest (L1) to ``table``'s known (not NaN) steps."""
+    """The IJG quality whose luminance table is nearest (L1) to ``table``'s known (not NaN) steps; of equals, the
+    lowest."""
     known = ~np.isnan(table)
-    return int(min(range(1, 101), key=lambda quality: np.abs(ijg_luminance_table(quality)[known] - table[known]).sum()))
+    distance = lambda quality: np.abs(ijg_luminance_table(quality)[known] - table[known]).sum()  # noqa: E731
+    return int(min(range(1, 101), key=distance))
 
 
 def jpeg_roundtrip_array(rgb: np.ndarray, quality: int, subsampling: str = "4:2:0") -> np.ndarray:
@@ -108,9 +111,11 @@ LATTICE_QUALITIES = range(1, 100)
 LATTICE_STEPS = np.stack([ijg_luminance_table(quality) for quality in LATTICE_QUALITIES]).astype(np.float32)
 LATTICE_STEPS[:, 0] = 1
 # A decoded IJG JPEG's coefficients sit on its steps with a fit of 0.52-1.0 (lowest at q98-99, whose steps of 2 are
-# blurred by the decoder's rounding); never-compressed photos fit no quality above 0.0, tables of other encoders
-# that are close to IJG's up to 0.5 (and then near or above their own quality).
+# blurred by the decoder's rounding, and on dark or noisy photos); never-compressed photos fit no quality above 0.0.
+# Another encoder's tables can make a finer IJG table, whose steps divide theirs, fit at 0.5-0.6: see jpeg_history.
 LATTICE_FIT = 0.5
+# An IJG fit below this stands only where the steps read one frequency at a time are its own.
+STRONG_LATTICE_FIT = 0.7
 
 
 def dct_coefficients(plane: np.ndarray) -> np.ndarray:
@@ -173,12 +178,15 @@ def tables_agree(table: np.ndarray, steps: np.ndarray) -> bool:
 
 
 def jpeg_history(pixels: np.ndarray) -> tuple[int, float, tuple[int, int]] | None:
-    """(quality, fit, grid origin) of the IJG JPEG (quality 2-99; q1 reads as 2, their tables clip alike) that these
-    HxWx3 (or HxW grey) pixels were last decoded from, read from the pixels alone: the quality whose quantization
-    steps the luma's DCT coefficients sit on (``lattice_fit`` above ``LATTICE_FIT``), in the more textured of two
-    256-pixel crops (top left, centre). The grid is looked for at the image's origin and where its block edges are
-    strongest (a JPEG cropped off its grid). None for a never-compressed photo, a JPEG of quality 100 or one so
-    coarse that too few coefficients survive, another encoder's tables, or a tiny or flat image."""
+    """(quality, fit, grid origin) of the JPEG that these HxWx3 (or HxW grey) pixels were last decoded from, read
+    from the pixels alone, in the more textured of two 256-pixel crops (top left, centre), at the image's origin or
+    where its block edges are strongest (a JPEG cropped off its grid):
+    - the IJG quality (2-99; q1 reads as 2, their tables clip alike) whose steps the luma's DCT coefficients sit on
+      (``lattice_fit`` above ``LATTICE_FIT``), where that fit is strong or the steps read are its own;
+    - else the steps read one frequency at a time (``quantization_steps``: any encoder's), named by the nearest IJG
+      quality as a file's tables are, from ``STEPS_READ_FROM`` up; the fit is then their mean fit.
+    None for a never-compressed photo, a JPEG of quality 100 or one so coarse that too few coefficients survive,
+    another encoder's coarser tables, or a tiny or flat image."""
     height, width = pixels.shape[:2]
     origins = [(0, 0)]
     if min(height, width) > 16:  # the grid is looked for in a central window of up to 1024 px, on the image's grid
@@ -192,10 +200,9 @@ def jpeg_history(pixels: np.ndarray) -> tuple[int, float, tuple[int, int]] | Non
         centre = top + (blocks_high - side) // 2 // 8 * 8, left + (blocks_wide - side) // 2 // 8 * 8
         crops = [luma(pixels[row : row + side, column : column + side]) for row, column in ((top, left), centre)]
         coefficients = dct_coefficients(max(crops, key=lambda crop: float(crop.std())))
-        steps, step_fits = quantization_steps(coefficients)
-        steps_read = (~np.isnan(steps)).sum() >= 6  # enough frequencies to name a table
         fits = lattice_fit(coefficients)
         best = float(np.nanmax(fits)) if not np.isnan(fits).all() else -1.0
+        quality = None
         if best > LATTICE_FIT:
             # Qualities within 0.01 of the best (the fit's own noise) fit alike: a coarser table whose steps are
             # multiples of a finer one's (q10 fits q20's steps too), so the coarsest is taken; and neighbours of it
@@ -204,13 +211,14 @@ def jpeg_history(pixels: np.ndarray) -> tuple[int, float, tuple[int, int]] | Non
             tied = np.flatnonzero(fits >= best - 0.01)
             run = tied[: next((i for i in range(1, len(tied)) if tied[i] != tied[i - 1] + 1), len(tied))]
             quality = LATTICE_QUALITIES[run[len(run) // 2]]
-            # Another encoder's steps can make a finer IJG table fit, weakly (one whose steps divide theirs): a
-            # weak fit stands only where its steps are the ones read. A decoded IJG JPEG of quality 97 or below fits
-            # its own at 0.71 or more (a strong fit also stands against a coarser JPEG history under it).
-            if best >= 0.7 or not steps_read or tables_agree(ijg_luminance_table(quality), steps):
+            if best >= STRONG_LATTICE_FIT:
                 return quality, best, (top, left)
-        if steps_read and (quality := nearest_ijg_quality(steps)) >= STEPS_READ_FROM:
-            return quality, float(np.nanmean(step_fits)), (top, left)
+        steps, step_fits = quantization_steps(coefficients)
+        steps_read = (~np.isnan(steps)).sum() >= 6  # enough frequencies to name a table
+        if quality is not None and (not steps_read or tables_agree(ijg_luminance_table(quality), steps)):
+            return quality, best, (top, left)
+        if steps_read and (named := nearest_ijg_quality(steps)) >= STEPS_READ_FROM:
+            return named, float(np.nanmean(step_fits)), (top, left)
     return None
 
 
