@@ -61,10 +61,10 @@ def dequantize(
         precision: "bf16" or "fp32"; default bf16 where the hardware runs it natively.
         tile_size: large images are restored in overlapping tiles of this size (a multiple of 8).
         quality: the JPEG quality to restore for (1-100). Default: read from a JPEG file's quantization tables, else
-            (quality-aware models) from the pixels: the IJG quality whose quantization steps their DCT coefficients
-            still sit on, otherwise the model's prediction. A strength knob: lower restores harder (smoother),
-            higher keeps more detail. A grey image of quality 100 is returned unchanged (it lost only the rounding
-            of its coefficients).
+            (quality-aware models) from the pixels: the quantization steps their DCT coefficients still sit on,
+            named by the nearest IJG quality as a file's tables are, otherwise the model's prediction. A strength
+            knob: lower restores harder (smoother), higher keeps more detail. A grey image of quality 100 is
+            returned unchanged (it lost only the rounding of its coefficients).
     """
     from dequantizer.data.images import check_quality
     from dequantizer.restore import get_restorer, open_image, restore_image

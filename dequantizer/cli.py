@@ -193,8 +193,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                        + (" (raw: pixels without JPEG tables)" if args.raw else "")))
     jpeg_born = list(warnings)  # the references that are or were JPEGs
     if jpeg_born and len(jpeg_born) < len(photos):
-        print(format_table(mean_rows(photo_rows, jpeg_born), f"the same without the {len(jpeg_born)} references "
-                           "warned about above"))
+        print(format_table(mean_rows(photo_rows, jpeg_born), f"the same without the {len(jpeg_born)} "
+                           f"reference{'s' * (len(jpeg_born) > 1)} warned about above"))
     elif jpeg_born:
         print("every reference is or was a JPEG (see the warnings): no means without them")
     if args.output:

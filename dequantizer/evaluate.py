@@ -138,7 +138,6 @@ def mean_rows(photo_rows: list[Row], leave_out: Collection[str] = ()) -> list[Ro
             for quality, rows in by_quality.items()]
 
 
-
 def format_table(rows: list[Row], title: str) -> str:
     lines = [title, f"{'quality':>7} {'JPEG PSNR':>10} {'restored':>9} {'gain':>7} {'JPEG SSIM':>10} {'restored':>9} "
              f"{'Y-PSNR gain':>12}"]
@@ -173,7 +172,7 @@ def write_reports(photo_rows: list[Row], output: Path, metadata: dict, jpeg_born
     axis.plot([r.quality for r in rows], [r.gain for r in rows], marker="o", label="restored - JPEG")
     if clean_rows:
         axis.plot([r.quality for r in clean_rows], [r.gain for r in clean_rows], marker=".", linestyle="--",
-                  label=f"without the {len(jpeg_born)} JPEG-born references")
+                  label=f"without the {len(jpeg_born)} JPEG-born reference{'s' * (len(jpeg_born) > 1)}")
     axis.axhline(0, color="grey", linewidth=0.8)
     axis.set_xlabel("JPEG quality")
     axis.set_ylabel("RGB PSNR gain (dB)")

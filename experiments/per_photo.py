@@ -5,8 +5,8 @@
 For each photo (grey photos as greyscale JPEGs, as `dequantize` sees them), prints the JPEG input's PSNR and each
 model's gain over it (RGB, dB): told the quality (as a file's tables tell it); with the quality its head predicts
 (shown in brackets); and as `dequantize` restores decoded pixels without tables (`--raw` in `dequantizer evaluate`:
-the quality read from the pixels' quantization lattice where there is one, 100 where there is none and the head
-reads 97 or more, else the head's), with the quality it used.
+the quality read from the quantization steps in the pixels where there are any, 100 where there are none and the
+head reads 97 or more, else the head's), with the quality it used.
 No gate: the network's own output.
 """
 
@@ -21,9 +21,8 @@ from PIL import Image
 
 from dequantizer.data.images import jpeg_roundtrip
 from dequantizer.evaluate import image_paths, load_photos, to_unit_tensor
-from dequantizer.models import to_model_range
 from dequantizer.module import image_metrics
-from dequantizer.restore import get_restorer, quality_from_pixels, restore_image
+from dequantizer.restore import get_restorer, is_grey, quality_from_pixels, restore_image
 
 
 def psnr(image: np.ndarray, reference: np.ndarray) -> float:
@@ -48,22 +47,21 @@ def main() -> None:
           "quality (its prediction) | as dequantize restores decoded pixels (the quality read from them, - for none)")
     for quality in args.quality:
         for path, rgb in photos.items():
-            grey = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+            grey = is_grey(rgb)
             source = Image.fromarray(rgb[..., 0] if grey else rgb)
             decoded = np.asarray(jpeg_roundtrip(source, quality).convert("RGB"))
             before = psnr(decoded, rgb)
             tiles = torch.from_numpy(decoded.copy()).permute(2, 0, 1)[None]
             cells = [f"q{quality:<3} {Path(path).stem:>22} {'L' if grey else 'C'} {before:6.2f}"]
             for name, restorer in restorers.items():
-                with torch.inference_mode():
-                    predicted = restorer.generator(to_model_range(tiles), None, return_quality=True)[1]
+                predicted = restorer.predict_quality(tiles)
                 told, guessed = (
                     psnr(to_uint8(restorer.restore_tiles(tiles, told_quality)[0]), rgb) - before
                     for told_quality in (quality, None)
                 )
                 read = quality_from_pixels(decoded, restorer)
                 raw = psnr(np.asarray(restore_image(Image.fromarray(decoded), restorer).convert("RGB")), rgb) - before
-                cells.append(f"{Path(name).stem}: {told:+6.2f} | {guessed:+6.2f} ({predicted.item():.0f}) | "
+                cells.append(f"{Path(name).stem}: {told:+6.2f} | {guessed:+6.2f} ({predicted:.0f}) | "
                              f"{raw:+6.2f} ({read or '-'})")
             print("  ".join(cells), flush=True)
 
