@@ -51,6 +51,7 @@ def dequantize(
     precision: str | None = None,
     tile_size: int = 512,
     quality: int | None = None,
+    ensemble: int = 1,
 ) -> Image.Image | np.ndarray | list[Image.Image | np.ndarray]:
     """Restore a JPEG-damaged image (PIL image, path, or HxWxC uint8 array), or a list of them. Each comes back as
     the kind it came in (an array for an array, else a PIL image, with EXIF and ICC profile kept in ``info``).
@@ -65,6 +66,9 @@ def dequantize(
             named by the nearest IJG quality as a file's tables are, otherwise the model's prediction. A strength
             knob: lower restores harder (smoother), higher keeps more detail. A grey image of quality 100 is
             returned unchanged (it lost only the rounding of its coefficients).
+        ensemble: a self-ensemble: restore 2 (mirrored), 4 (flipped) or 8 (flipped and transposed) views of the
+            image and average them: better restorations (the default model: about +0.1 dB at 8) at that many times
+            the time. 1: one view.
     """
     from dequantizer.data.images import check_quality
     from dequantizer.restore import get_restorer, open_image, restore_image
@@ -72,7 +76,7 @@ def dequantize(
     if quality is not None:
         check_quality(quality)
 
-    restorer = get_restorer(model, device, precision, tile_size)
+    restorer = get_restorer(model, device, precision, tile_size, ensemble)
     if isinstance(image, (list, tuple)):
         return [_as_array(restore_image(open_image(item), restorer, quality), item) for item in image]
     return _as_array(restore_image(open_image(image), restorer, quality), image)

@@ -120,7 +120,7 @@ def _dequantize(args: argparse.Namespace) -> int:
     plan = _plan(args.inputs, args.output,
                  lambda rel, keep: rel.with_name(f"{rel.name if keep else rel.stem}.{args.format}"))
     _output_folder(args.output)
-    restorer = get_restorer(args.model, args.device, args.precision, args.tile_size)
+    restorer = get_restorer(args.model, args.device, args.precision, args.tile_size, args.ensemble)
     failures = skipped = 0
     for path, target in tqdm(plan, unit="image", disable=len(plan) < 2 or args.quiet):
         if target.resolve() == path.resolve():
@@ -177,7 +177,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         check_quality(quality)
     if args.output:
         _output_folder(args.output)
-    restorer = get_restorer(args.model, args.device, args.precision, args.tile_size)
+    restorer = get_restorer(args.model, args.device, args.precision, args.tile_size, args.ensemble)
     photos, failures, warnings = load_photos(image_paths(args.inputs), args.square)
     for failure in failures:
         _error(failure)
@@ -199,8 +199,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         print("every reference is or was a JPEG (see the warnings): no means without them")
     if args.output:
         with _writing(args.output):
-            written = write_reports(photo_rows, args.output, {"model": str(model), "raw": args.raw,
-                                                              **restorer.metadata}, jpeg_born)
+            settings = {"model": str(model), "raw": args.raw, "ensemble": args.ensemble}
+            written = write_reports(photo_rows, args.output, settings | restorer.metadata, jpeg_born)
         print("wrote " + ", ".join(str(path) for path in written) + f", grids in {args.output / 'grids'}")
     return 1 if failures else 0
 
@@ -255,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
                              help="tile side for large images (default 512, a multiple of 8). Tiles overlap by a "
                                   "margin taken from the model's receptive field (the default model: 88 px), so a "
                                   "tile must be at least twice that")
+        command.add_argument("--ensemble", type=int, default=1, choices=[1, 2, 4, 8],
+                             help="self-ensemble: restore this many views of each image (2: mirrored, 4: flipped, "
+                                  "8: flipped and transposed) and average them; better, and that many times slower")
         command.add_argument("--quiet", action="store_true", help="no progress bar")
 
     dequantize = commands.add_parser("dequantize", help="restore JPEG-damaged images (files or folders)")

@@ -56,6 +56,11 @@ def image_metrics(restored: torch.Tensor, target: torch.Tensor) -> tuple[torch.T
     return psnr, ssim
 
 
+def _block_of(key: str) -> str:
+    """The residual block a generator weight belongs to: ``decoder.2.4.conv1.weight`` -> ``decoder.2.4``."""
+    return ".".join(key.split(".")[:3])
+
+
 class DequantizerGAN(L.LightningModule):
     """GAN training of the generator against the discriminator.
 
@@ -81,6 +86,9 @@ class DequantizerGAN(L.LightningModule):
         trainable: names of the generator's submodules to train (e.g. ``[quality_head]``); the rest is frozen (its
             weights; BatchNorm statistics, which ``QualityUNet`` has none of, would still update). None trains all of
             it. Parts that a run trains may start afresh where ``init_from`` lacks their weights.
+        grow: ``init_from`` may hold fewer residual blocks per level (a ``QualityUNet`` with fewer
+            ``encoder_blocks``/``decoder_blocks``): the blocks it lacks start as the identity (their second
+            convolution at zero), so the deeper network starts out restoring exactly as the one it grew from.
         discriminator_warmup_steps: in GAN runs, the first steps train the discriminator only (the generator is not
             stepped), so that the adversarial signal starts from a discriminator that already tells restored images
             from real ones (BasicSR's ``net_d_init_iters``).
@@ -105,6 +113,7 @@ class DequantizerGAN(L.LightningModule):
         predicted_quality_fraction: float = 0.0,
         quality_quantile: float = 0.5,
         trainable: Sequence[str] | None = None,
+        grow: bool = False,
     ):
         super().__init__()
         if not 0 <= predicted_quality_fraction <= 1:
@@ -122,7 +131,7 @@ class DequantizerGAN(L.LightningModule):
             max_nonfinite_steps=max_nonfinite_steps, quality_weight=quality_weight,
             discriminator_warmup_steps=discriminator_warmup_steps,
             predicted_quality_fraction=predicted_quality_fraction, quality_quantile=quality_quantile,
-            trainable=trainable,
+            trainable=trainable, grow=grow,
         )  # fmt: skip
         self.save_hyperparameters({name: plain(value) for name, value in hparams.items()}, logger=False)
         self.automatic_optimization = False
@@ -196,21 +205,37 @@ class DequantizerGAN(L.LightningModule):
 
     def _load_generator(self, state: dict[str, torch.Tensor]) -> None:
         """Strictly, except that the parts this run trains (``trainable``) start afresh where ``state`` has none of
-        their weights or other shapes (e.g. a quality head that reads other features)."""
-        if self.hparams.trainable is None:
+        their weights or other shapes (e.g. a quality head that reads other features), and that with ``grow`` the
+        residual blocks ``state`` lacks start as the identity."""
+        if self.hparams.trainable is None and not self.hparams.grow:
             self.generator.load_state_dict(state)
             return
         own = self.generator.state_dict()
-        trained = tuple(f"{name}." for name in self.hparams.trainable)
+        trained = tuple(f"{name}." for name in self.hparams.trainable or ())
         fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         kept = {k: v for k, v in state.items() if k in fits or not k.startswith(trained)}
         missing, unexpected = self.generator.load_state_dict(kept, strict=False)
-        frozen_missing = [k for k in missing if not k.startswith(trained)]
-        if frozen_missing or unexpected:
-            raise RuntimeError(f"missing {frozen_missing[:3]}, unexpected {unexpected[:3]}")
-        if missing:
-            fresh = sorted({k.split(".")[0] for k in missing})
+        new_blocks = self._new_blocks(missing, state) if self.hparams.grow else set()
+        left_missing = [k for k in missing if not k.startswith(trained) and _block_of(k) not in new_blocks]
+        if left_missing or unexpected:
+            raise RuntimeError(f"missing {left_missing[:3]}, unexpected {unexpected[:3]}")
+        for name in sorted(new_blocks):
+            conv2 = self.generator.get_submodule(name).conv2
+            with torch.no_grad():
+                conv2.weight.zero_()
+                conv2.bias.zero_()
+        if new_blocks:
+            log.info("init_from: %d new residual blocks start as the identity: %s", len(new_blocks), sorted(new_blocks))
+        fresh = sorted({k.split(".")[0] for k in missing if k.startswith(trained)})
+        if fresh:
             log.info("init_from: %s start afresh (not in the file, or of other shapes)", fresh)
+
+    def _new_blocks(self, missing: Sequence[str], state: dict[str, torch.Tensor]) -> set[str]:
+        """The residual blocks (``encoder.L.i``/``decoder.L.i``) of which ``state`` holds no weight at all."""
+        held = {_block_of(k) for k in state}
+        candidates = {_block_of(k) for k in missing if k.startswith(("encoder.", "decoder."))}
+        return {name for name in candidates
+                if name not in held and hasattr(self.generator.get_submodule(name), "conv2")}
 
     def _trainable_generator_parameters(self) -> list[nn.Parameter]:
         """The generator's parameters that ``trainable`` names (all of them without it); the others are frozen."""

@@ -3,7 +3,8 @@
 Tiles start at multiples of 8 from the image origin (so every tile sees the JPEG block grid as the whole image does),
 overlap, and are blended with weights that fall off towards each tile's edges, so no seams show. The overlap follows
 from the model's receptive field (a larger model gets a wider one). Tiles run in batches; memory stays bounded by the
-tile batch plus the output image.
+tile batch plus the output image. A self-ensemble (EDSR's "+") restores each tile flipped and transposed as well and
+averages the results, turned back; a tile's sides are multiples of 8, so every view keeps the 8x8 block grid.
 """
 
 from __future__ import annotations
@@ -22,6 +23,20 @@ from dequantizer.data.images import GREYSCALE_MODES, estimate_jpeg_quality, jpeg
 from dequantizer.errors import DequantizerError
 from dequantizer.models import to_model_range, to_unit_range
 from dequantizer.weights import generator_state_from_checkpoint, load_generator_state, read_checkpoint, read_metadata
+
+# The views of a self-ensemble, as (view, its inverse) on NCHW tensors: flips, then transposes (a transposed JPEG's
+# quantization table is the transpose of its own; the default model gains from them as well).
+SELF_ENSEMBLE_VIEWS = (
+    (lambda x: x, lambda x: x),
+    (lambda x: x.flip(-1), lambda x: x.flip(-1)),
+    (lambda x: x.flip(-2), lambda x: x.flip(-2)),
+    (lambda x: x.flip(-2, -1), lambda x: x.flip(-2, -1)),
+    (lambda x: x.transpose(-2, -1), lambda x: x.transpose(-2, -1)),
+    (lambda x: x.flip(-1).transpose(-2, -1), lambda x: x.transpose(-2, -1).flip(-1)),
+    (lambda x: x.flip(-2).transpose(-2, -1), lambda x: x.transpose(-2, -1).flip(-2)),
+    (lambda x: x.flip(-2, -1).transpose(-2, -1), lambda x: x.transpose(-2, -1).flip(-2, -1)),
+)
+SELF_ENSEMBLE_SIZES = (1, 2, 4, 8)  # 2: a mirror; 4: the flips; 8: flips and transposes
 
 # Config targets a weights file may name: building a generator must never call arbitrary code.
 ALLOWED_TARGET_PREFIXES = ("dequantizer.models.", "torch.nn.")
@@ -135,6 +150,8 @@ class Restorer:
     """Restores RGB uint8 arrays with a generator, tile by tile.
 
     ``precision``: "bf16" runs the network under autocast (AMX / tensor cores), "fp32" in full precision.
+    ``ensemble``: views per tile averaged (``SELF_ENSEMBLE_SIZES``; 1: none): better restorations at that many
+    times the time.
     """
 
     generator: nn.Module
@@ -144,8 +161,12 @@ class Restorer:
     overlap: int | None = None  # default: from the model's receptive field (metadata "overlap", else measured once)
     batch_size: int = 1  # tiles per forward: 1 keeps peak memory low on CPU; raise it on a GPU
     metadata: dict[str, Any] = field(default_factory=dict)  # what the weights file says about the model
+    ensemble: int = 1
 
     def __post_init__(self):
+        if self.ensemble not in SELF_ENSEMBLE_SIZES:
+            sizes = ", ".join(map(str, SELF_ENSEMBLE_SIZES))
+            raise DequantizerError(f"a self-ensemble of {self.ensemble} views: use one of {sizes}")
         if self.tile_size % 8 or self.tile_size < 16:
             raise DequantizerError(f"tile size {self.tile_size}: use a multiple of 8, at least 16")
         if self.overlap is not None and (self.overlap % 8 or not 0 <= self.overlap < self.tile_size):
@@ -180,12 +201,15 @@ class Restorer:
     @torch.inference_mode()
     def restore_tiles(self, tiles: torch.Tensor, quality: int | None = None) -> torch.Tensor:
         """uint8 NCHW tiles -> float [0, 1] NCHW restored tiles on the CPU. ``quality``: the JPEG quality, for
-        quality-aware models (None: they predict it from each tile's pixels)."""
+        quality-aware models (None: they predict it from each view of each tile)."""
         inputs = to_model_range(tiles.to(self.device))
         condition = None if quality is None else torch.full((len(tiles),), float(quality), device=self.device)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            out = self.generator(inputs, condition)
-        return to_unit_range(out).clamp(0, 1).cpu()
+        total = None
+        for view, inverse in SELF_ENSEMBLE_VIEWS[: self.ensemble]:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                out = inverse(self.generator(view(inputs), condition))
+            total = out.float() if total is None else total + out.float()
+        return to_unit_range(total / self.ensemble).clamp(0, 1).cpu()
 
     def restore_array(self, rgb: np.ndarray, quality: int | None = None) -> np.ndarray:
         """HxWx3 uint8 -> (sH)x(sW)x3 uint8. ``quality``: the JPEG quality the image was saved at, if known."""
@@ -257,16 +281,16 @@ _RESTORERS: dict[tuple, Restorer] = {}
 
 
 def get_restorer(model: str | Path | None = None, device: str | torch.device | None = None,
-                 precision: str | None = None, tile_size: int = 512) -> Restorer:
+                 precision: str | None = None, tile_size: int = 512, ensemble: int = 1) -> Restorer:
     """A cached ``Restorer`` for a model name or file."""
     path = resolve_model(model)
     device = parse_device(device)
     precision = precision or default_precision(device)
-    key = (str(path.resolve()), str(device), precision, tile_size)
+    key = (str(path.resolve()), str(device), precision, tile_size, ensemble)
     if key not in _RESTORERS:
         generator, metadata = load_generator(path)
         _RESTORERS[key] = Restorer(generator, device=device, precision=precision, tile_size=tile_size,
-                                   metadata=metadata)
+                                   metadata=metadata, ensemble=ensemble)
     return _RESTORERS[key]
 
 

@@ -244,3 +244,21 @@ def test_tile_size_below_the_models_overlap_says_what_to_use(tmp_path, weights, 
                  "--tile-size", "128"]) == 2
     one_line_error(capsys, "tile size 128 is too small for this model: its tiles overlap by 72 px (from its "
                            "receptive field); use a tile size of at least 144")
+
+
+def test_a_self_ensemble_is_one_flag_of_dequantize_and_evaluate(tmp_path, weights, capsys):
+    smooth = noise(12, 16).resize((64, 48), Image.BICUBIC)
+    smooth.save(tmp_path / "clean.png")
+    jpeg = quantize(smooth, quality=20)
+    jpeg.save(tmp_path / "q20.png")
+    assert main(["dequantize", str(tmp_path / "q20.png"), "-q", "20", "-m", str(weights), "--ensemble", "8",
+                 "--precision", "fp32", "-o", str(tmp_path / "out")]) == 0
+    expected = dequantize(jpeg, model=str(weights), quality=20, ensemble=8, precision="fp32")
+    written = np.asarray(Image.open(tmp_path / "out" / "q20.png"), dtype=int)
+    assert written.shape == (48, 64, 3) and np.abs(written - np.asarray(expected, dtype=int)).max() <= 1
+    assert main(["evaluate", str(tmp_path / "clean.png"), "-q", "20", "-m", str(weights), "--ensemble", "4",
+                 "--quiet", "-o", str(tmp_path / "r")]) == 0
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["model"]["ensemble"] == 4
+    with pytest.raises(SystemExit):
+        main(["dequantize", str(tmp_path / "q20.png"), "--ensemble", "3", "-o", str(tmp_path / "out")])
+    assert "--ensemble: invalid choice: 3 (choose from 1, 2, 4, 8)" in capsys.readouterr().err

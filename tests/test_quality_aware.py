@@ -336,6 +336,31 @@ def test_a_trained_part_may_start_afresh_from_init_from_but_a_frozen_one_may_not
         head_only.load_initial_weights(head_only.hparams.init_from)
 
 
+def test_a_network_grown_deeper_starts_out_restoring_as_the_one_it_grew_from(tmp_path):
+    from hydra.utils import instantiate
+
+    from conftest import compose_config
+    from dequantizer.weights import save_generator
+
+    source = randomise(tiny_unet())  # 1 block per level each way
+    save_generator(source.state_dict(), tmp_path / "shallow.safetensors", {"generator": {}})
+    deeper = ["experiment=blind_unet", "model.generator.channels=[8,16,24]", "model.generator.encoder_blocks=[1,1,3]",
+              "model.generator.decoder_blocks=[2,1,3]", "model.ema_decay=null",
+              f"model.init_from={tmp_path / 'shallow.safetensors'}"]
+
+    model = instantiate(compose_config([*deeper, "model.grow=true"], tmp_path).model, loss=None)
+    model.load_initial_weights(model.hparams.init_from)
+    images, quality = torch.rand(2, 3, 40, 48), torch.tensor([20.0, 70.0])
+    with torch.no_grad():
+        torch.testing.assert_close(model.generator(images, quality), source(images, quality))
+        assert not torch.equal(model.generator.decoder[2][2].conv1.weight, torch.zeros(24, 24, 3, 3))
+        assert torch.equal(model.generator.decoder[2][2].conv2.weight, torch.zeros(24, 24, 3, 3))
+
+    strict = instantiate(compose_config(deeper, tmp_path).model, loss=None)  # without grow: refused
+    with pytest.raises(DequantizerError, match="holds a different architecture"):
+        strict.load_initial_weights(strict.hparams.init_from)
+
+
 @pytest.mark.parametrize("fraction", [0.0, 1.0])
 def test_training_batches_can_be_restored_with_the_predicted_quality(tmp_path, fraction):
     from hydra.utils import instantiate

@@ -80,3 +80,31 @@ def test_shipped_model_tiles_seamlessly_with_the_overlap_its_receptive_field_ask
     assert np.abs(tiled.restore_array(jpeg, 20).astype(int) - whole.astype(int)).max() <= 1
     assert tiled.overlap == metadata.get("overlap", tile_overlap(radius)) == tile_overlap(radius)
     assert not np.array_equal(whole, jpeg)
+
+
+@pytest.mark.parametrize("size", [(48, 64), (203, 301)])
+def test_a_self_ensemble_averages_the_restorations_of_flipped_and_transposed_views(size):
+    rgb = photo(*size) // 2 + 64  # mid-grey: no view's restoration is clipped (the mean of the views is)
+    generator = trained_like_generator()
+    restore = Restorer(generator, device=torch.device("cpu"), precision="fp32", tile_size=1024).restore_array
+    views = [lambda a: a, lambda a: a[:, ::-1], lambda a: a[::-1], lambda a: a[::-1, ::-1]]
+    views += [lambda a, v=v: v(a).transpose(1, 0, 2) for v in views]
+    inverses = [lambda a: a, lambda a: a[:, ::-1], lambda a: a[::-1], lambda a: a[::-1, ::-1]]
+    inverses += [lambda a, v=v: v(a.transpose(1, 0, 2)) for v in inverses]
+    # Each view restored on its own (the image padded to whole 8x8 blocks first, as the restorer does, so the
+    # flipped views keep the block grid), turned back, and averaged.
+    padded = np.pad(rgb, ((0, -size[0] % 8), (0, -size[1] % 8), (0, 0)), mode="edge")
+    restored = [inverse(restore(np.ascontiguousarray(view(padded)))).astype(float)
+                for view, inverse in zip(views, inverses, strict=True)]
+    for count in (1, 2, 4, 8):
+        ensemble = Restorer(generator, device=torch.device("cpu"), precision="fp32", tile_size=1024, ensemble=count)
+        out = ensemble.restore_array(rgb).astype(float)
+        expected = np.mean(restored[:count], axis=0)[: size[0], : size[1]]
+        assert out.shape == rgb.shape and np.abs(out - expected).max() <= count / 2 + 0.5  # each view rounded
+    tiled = Restorer(generator, device=torch.device("cpu"), precision="fp32", tile_size=96, overlap=48, ensemble=8)
+    assert np.abs(tiled.restore_array(rgb).astype(float) - out).max() <= 1
+
+
+def test_a_self_ensemble_of_another_size_is_refused():
+    with pytest.raises(DequantizerError, match="a self-ensemble of 3 views: use one of 1, 2, 4, 8"):
+        Restorer(trained_like_generator(), ensemble=3)
