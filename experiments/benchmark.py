@@ -143,7 +143,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def restoration_child(megapixels: float, precision: str, model: str) -> None:
+def restoration_child(megapixels: float, precision: str, model: str, ensemble: int) -> None:
     """Runs in a child process: restore a synthetic photo with ``model``, print time and peak RSS."""
     import numpy as np
 
@@ -157,7 +157,7 @@ def restoration_child(megapixels: float, precision: str, model: str) -> None:
     small = (rng.random((height // 32, width // 32, 3)) * 255).astype(np.uint8)
     photo = np.kron(small, np.ones((32, 32, 1), dtype=np.uint8))
     photo = jpeg_roundtrip_array(photo, 30)
-    restorer = Restorer(generator, device=torch.device("cpu"), precision=precision)
+    restorer = Restorer(generator, device=torch.device("cpu"), precision=precision, ensemble=ensemble)
     restorer.restore_array(photo[:512, :512])  # warm-up
     start = time.perf_counter()
     restorer.restore_array(photo)
@@ -180,9 +180,9 @@ def data_memory(root: str) -> None:
           f"peak RSS {before:.0f} MB before, {peak_rss_mb():.0f} MB after")
 
 
-def restoration(megapixels: float, precision: str, model: str) -> dict:
+def restoration(megapixels: float, precision: str, model: str, ensemble: int = 1) -> dict:
     command = [sys.executable, __file__, "--restoration-child", str(megapixels), "--precision", precision,
-               "--model", model]
+               "--model", model, "--ensemble", str(ensemble)]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     record = json.loads(result.stdout.strip().splitlines()[-1])
     record["megapixels_per_second"] = record["width"] * record["height"] / 1e6 / record["seconds"]
@@ -208,11 +208,16 @@ def main() -> None:
     parser.add_argument("--baseline", default="blind_v1",
                         help="restoration speed is also reported as a ratio to this model, timed in the same run")
     parser.add_argument("--restoration-only", action="store_true", help="skip the training-step benchmark")
+    parser.add_argument("--ensemble", type=int, default=1, choices=[1, 2, 4, 8],
+                        help="restore with --model as a self-ensemble of this many views (the baseline: one view); "
+                             "--baseline blind compares a model with itself")
     parser.add_argument("--data", help="only measure the memory of a DataModule over this photo folder")
     args = parser.parse_args()
     if args.restoration_child:
-        restoration_child(args.restoration_child, args.precision, args.model)
+        restoration_child(args.restoration_child, args.precision, args.model, args.ensemble)
         return
+    if args.model == args.baseline and args.ensemble == 1:
+        parser.error("--baseline is --model: compare it with another model, or with itself as a self-ensemble")
     if args.data:
         data_memory(args.data)
         return
@@ -226,17 +231,20 @@ def main() -> None:
         training_benchmark(args, peak_bf16)
     for precision in ("bf16", "fp32"):
         # Model and baseline alternate, twice each, best of two: a change in machine load hits both.
-        runs = {model: [] for model in (args.model, args.baseline)}
+        contenders = {f"{args.model}" + (f" (self-ensemble of {args.ensemble})" if args.ensemble > 1 else ""):
+                      (args.model, args.ensemble), args.baseline: (args.baseline, 1)}
+        runs = {name: [] for name in contenders}
         for _ in range(2):
-            for model in runs:
-                runs[model].append(restoration(args.megapixels, precision, model))
-        best = {model: min(records, key=lambda r: r["seconds"]) for model, records in runs.items()}
-        for model, record in best.items():
-            print(f"restoration {record['width']}x{record['height']} ({args.megapixels:g} MP), {model}, {precision}: "
+            for name, (model, ensemble) in contenders.items():
+                runs[name].append(restoration(args.megapixels, precision, model, ensemble))
+        best = {name: min(records, key=lambda r: r["seconds"]) for name, records in runs.items()}
+        for name, record in best.items():
+            print(f"restoration {record['width']}x{record['height']} ({args.megapixels:g} MP), {name}, {precision}: "
                   f"{record['seconds']:.1f} s, {record['megapixels_per_second']:.2f} MP/s, "
-                  f"peak RSS {max(r['peak_rss_mb'] for r in runs[model]):.0f} MB")
-        ratio = best[args.model]["megapixels_per_second"] / best[args.baseline]["megapixels_per_second"]
-        print(f"  {args.model} runs at {ratio:.2f}x the speed of {args.baseline} ({precision}, same run)")
+                  f"peak RSS {max(r['peak_rss_mb'] for r in runs[name]):.0f} MB")
+        model_name, baseline_name = best
+        ratio = best[model_name]["megapixels_per_second"] / best[baseline_name]["megapixels_per_second"]
+        print(f"  {model_name} runs at {ratio:.2f}x the speed of {baseline_name} ({precision}, same run)")
     if args.make_train:
         print(f"make train end to end: {time_make_train():.0f} s")
 
