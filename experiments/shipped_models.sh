@@ -58,6 +58,10 @@ python experiments/per_photo.py data/samples --models outputs/blind_stage8.safet
 for model in blind blind_v1; do  # LIVE1: evaluation only; its images are never written into the project
   dequantizer evaluate ../shared/testsets/LIVE1_color -m $model --quality 10 20 30 40
 done
+for views in 2 4 8; do  # the self-ensemble (an option of every model: --ensemble)
+  dequantizer evaluate data/samples --ensemble $views --quality 1 10 20 30 50 -o experiments/results/blind-ensemble$views
+done
+dequantizer evaluate ../shared/testsets/LIVE1_color --ensemble 8 --quality 10 20 30 40
 
 # 2a. `sharp`, the GAN fine-tune of `blind` (33 min; not shipped: experiments/README.md says why).
 python train.py experiment=sharp logger=csv
