@@ -219,6 +219,10 @@ class DequantizerGAN(L.LightningModule):
         left_missing = [k for k in missing if not k.startswith(trained) and _block_of(k) not in new_blocks]
         if left_missing or unexpected:
             raise RuntimeError(f"missing {left_missing[:3]}, unexpected {unexpected[:3]}")
+        frozen_new = sorted(name for name in new_blocks if trained and not f"{name}.".startswith(trained))
+        if frozen_new:
+            raise DequantizerError(f"model.grow: the new blocks {frozen_new} would stay the identity, frozen by "
+                                   f"model.trainable={list(self.hparams.trainable)}: train them too, or grow nothing")
         for name in sorted(new_blocks):
             conv2 = self.generator.get_submodule(name).conv2
             with torch.no_grad():
@@ -226,7 +230,7 @@ class DequantizerGAN(L.LightningModule):
                 conv2.bias.zero_()
         if new_blocks:
             log.info("init_from: %d new residual blocks start as the identity: %s", len(new_blocks), sorted(new_blocks))
-        fresh = sorted({k.split(".")[0] for k in missing if k.startswith(trained)})
+        fresh = sorted({k.split(".")[0] for k in missing if k.startswith(trained) and _block_of(k) not in new_blocks})
         if fresh:
             log.info("init_from: %s start afresh (not in the file, or of other shapes)", fresh)
 

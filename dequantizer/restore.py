@@ -38,6 +38,13 @@ SELF_ENSEMBLE_VIEWS = (
 )
 SELF_ENSEMBLE_SIZES = (1, 2, 4, 8)  # 2: a mirror; 4: the flips; 8: flips and transposes
 
+
+def check_ensemble(ensemble: int) -> int:
+    if isinstance(ensemble, bool) or not isinstance(ensemble, int) or ensemble not in SELF_ENSEMBLE_SIZES:
+        sizes = ", ".join(map(str, SELF_ENSEMBLE_SIZES))
+        raise DequantizerError(f"a self-ensemble of {ensemble!r} views: use one of {sizes}")
+    return ensemble
+
 # Config targets a weights file may name: building a generator must never call arbitrary code.
 ALLOWED_TARGET_PREFIXES = ("dequantizer.models.", "torch.nn.")
 
@@ -164,9 +171,7 @@ class Restorer:
     ensemble: int = 1
 
     def __post_init__(self):
-        if self.ensemble not in SELF_ENSEMBLE_SIZES:
-            sizes = ", ".join(map(str, SELF_ENSEMBLE_SIZES))
-            raise DequantizerError(f"a self-ensemble of {self.ensemble} views: use one of {sizes}")
+        check_ensemble(self.ensemble)
         if self.tile_size % 8 or self.tile_size < 16:
             raise DequantizerError(f"tile size {self.tile_size}: use a multiple of 8, at least 16")
         if self.overlap is not None and (self.overlap % 8 or not 0 <= self.overlap < self.tile_size):
@@ -201,13 +206,19 @@ class Restorer:
     @torch.inference_mode()
     def restore_tiles(self, tiles: torch.Tensor, quality: int | None = None) -> torch.Tensor:
         """uint8 NCHW tiles -> float [0, 1] NCHW restored tiles on the CPU. ``quality``: the JPEG quality, for
-        quality-aware models (None: they predict it from each view of each tile)."""
+        quality-aware models (None: they predict it from each tile, upright, and restore every view for that)."""
         inputs = to_model_range(tiles.to(self.device))
         condition = None if quality is None else torch.full((len(tiles),), float(quality), device=self.device)
+        predicts = condition is None and self.ensemble > 1 and hasattr(self.generator, "quality_head")
         total = None
         for view, inverse in SELF_ENSEMBLE_VIEWS[: self.ensemble]:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                out = inverse(self.generator(view(inputs), condition))
+                if predicts:  # the upright view: the head was trained on upright quantization tables
+                    out, condition = self.generator(view(inputs), None, return_quality=True)
+                    predicts = False
+                else:
+                    out = self.generator(view(inputs), condition)
+            out = inverse(out)
             total = out.float() if total is None else total + out.float()
         return to_unit_range(total / self.ensemble).clamp(0, 1).cpu()
 
@@ -286,9 +297,11 @@ def get_restorer(model: str | Path | None = None, device: str | torch.device | N
     path = resolve_model(model)
     device = parse_device(device)
     precision = precision or default_precision(device)
-    key = (str(path.resolve()), str(device), precision, tile_size, ensemble)
+    key = (str(path.resolve()), str(device), precision, tile_size, check_ensemble(ensemble))
     if key not in _RESTORERS:
-        generator, metadata = load_generator(path)
+        # Restorers that differ only in their self-ensemble share one copy of the network.
+        twin = next((restorer for other, restorer in _RESTORERS.items() if other[:-1] == key[:-1]), None)
+        generator, metadata = (twin.generator, twin.metadata) if twin else load_generator(path)
         _RESTORERS[key] = Restorer(generator, device=device, precision=precision, tile_size=tile_size,
                                    metadata=metadata, ensemble=ensemble)
     return _RESTORERS[key]

@@ -216,11 +216,11 @@ def main() -> None:
     if args.restoration_child:
         restoration_child(args.restoration_child, args.precision, args.model, args.ensemble)
         return
-    if args.model == args.baseline and args.ensemble == 1:
-        parser.error("--baseline is --model: compare it with another model, or with itself as a self-ensemble")
     if args.data:
         data_memory(args.data)
         return
+    if args.model == args.baseline and args.ensemble == 1:
+        parser.error("--baseline is --model: compare it with another model, or with itself as a self-ensemble")
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}")
@@ -231,7 +231,7 @@ def main() -> None:
         training_benchmark(args, peak_bf16)
     for precision in ("bf16", "fp32"):
         # Model and baseline alternate, twice each, best of two: a change in machine load hits both.
-        contenders = {f"{args.model}" + (f" (self-ensemble of {args.ensemble})" if args.ensemble > 1 else ""):
+        contenders = {args.model + (f" (self-ensemble of {args.ensemble})" if args.ensemble > 1 else ""):
                       (args.model, args.ensemble), args.baseline: (args.baseline, 1)}
         runs = {name: [] for name in contenders}
         for _ in range(2):

@@ -356,6 +356,11 @@ def test_a_network_grown_deeper_starts_out_restoring_as_the_one_it_grew_from(tmp
         assert not torch.equal(model.generator.decoder[2][2].conv1.weight, torch.zeros(24, 24, 3, 3))
         assert torch.equal(model.generator.decoder[2][2].conv2.weight, torch.zeros(24, 24, 3, 3))
 
+    frozen = instantiate(compose_config([*deeper, "model.grow=true", "model.trainable=[quality_head]"],
+                                        tmp_path).model, loss=None)  # new blocks that could never learn
+    with pytest.raises(DequantizerError, match="model.grow: the new blocks .* would stay the identity"):
+        frozen.load_initial_weights(frozen.hparams.init_from)
+
     strict = instantiate(compose_config(deeper, tmp_path).model, loss=None)  # without grow: refused
     with pytest.raises(DequantizerError, match="holds a different architecture"):
         strict.load_initial_weights(strict.hparams.init_from)
