@@ -63,6 +63,7 @@ for views in 2 4 8; do  # the self-ensemble (an option of every model: --ensembl
 done
 dequantizer evaluate data/samples --raw --ensemble 8 --quality 1 10 50 100 -o experiments/results/blind-raw-ensemble8
 dequantizer evaluate ../shared/testsets/LIVE1_color --ensemble 8 --quality 10 20 30 40
+dequantizer evaluate ../shared/testsets/Classic5 --ensemble 8 --quality 10 20 30 40
 
 # 2a. `sharp`, the GAN fine-tune of `blind` (33 min; not shipped: experiments/README.md says why).
 python train.py experiment=sharp logger=csv
