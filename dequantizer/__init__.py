@@ -71,11 +71,10 @@ def dequantize(
             the time. 1: one view.
     """
     from dequantizer.data.images import check_quality
-    from dequantizer.restore import check_ensemble, get_restorer, open_image, restore_image
+    from dequantizer.restore import get_restorer, open_image, restore_image
 
     if quality is not None:
         check_quality(quality)
-    check_ensemble(ensemble)  # before the model loads
     restorer = get_restorer(model, device, precision, tile_size, ensemble)
     if isinstance(image, (list, tuple)):
         return [_as_array(restore_image(open_image(item), restorer, quality), item) for item in image]
