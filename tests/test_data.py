@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from dequantizer.data import FlickrPhotos, FolderPhotos, JpegDataModule, SamplePhotos
-from dequantizer.data.datamodule import RandomJpegPairs, parse_quality
+from dequantizer.data.datamodule import Crops, RandomJpegPairs, pairs_from_crops, parse_quality
 from dequantizer.data.images import jpeg_roundtrip, load_rgb
 from dequantizer.errors import DequantizerError
 
@@ -69,6 +69,46 @@ def test_training_pairs_are_aligned_and_their_jpeg_grid_shifts_as_asked(tmp_path
         assert grids == {(0, 0)}  # on the grid, as JPEG files and the restorer's tiles are
     else:
         assert len(grids) > 8, grids  # of the 64 offsets, 24 draws show many
+
+
+@pytest.mark.parametrize("subsampling", ["4:2:0", "4:4:4"])
+def test_torch_jpeg_batches_are_the_pillow_pairs(tmp_path, subsampling):
+    """data.jpeg=torch: the workers return crops, the batch is compressed after the transfer; with the same random
+    draws the pairs are Pillow's, pixel for pixel (grey crops, shifted grids and photos too small for the full
+    margin included)."""
+    import random
+
+    folders = make_photos(tmp_path / "large", 3, size=(56, 52)), make_photos(tmp_path / "small", 2, size=(44, 46))
+    photos = [np.asarray(Image.open(path).convert("RGB")) for folder in folders for path in sorted(folder.iterdir())]
+    options = dict(crop_size=40, quality=(1, 100), length=16, subsampling=subsampling, greyscale_fraction=0.3)
+    reference, crops = RandomJpegPairs(photos, **options), RandomJpegPairs(photos, **options, make_jpeg=False)
+    random.seed(5)
+    expected = [reference[index] for index in range(16)]
+    random.seed(5)
+    batch = torch.utils.data.default_collate([crops[index] for index in range(16)])
+    assert isinstance(batch, Crops) and batch.patch.shape == (16, 3, 48, 48)
+    jpeg, target, quality = pairs_from_crops(batch, 40, subsampling)
+    exact = 0
+    for index, (want_jpeg, want_target, want_quality) in enumerate(expected):
+        assert torch.equal(target[index], want_target) and quality[index] == want_quality
+        if min(photos[index % len(photos)].shape[:2]) >= 48:  # the full 8-px margin: Pillow's JPEG exactly
+            assert torch.equal(jpeg[index], want_jpeg), index
+            exact += 1
+        else:  # padded to the batch's size: at most the chroma near the edge moves
+            assert (jpeg[index].int() - want_jpeg.int()).abs().float().mean() < 0.5
+    assert exact == 10
+
+
+def test_datamodule_makes_torch_jpeg_pairs_after_the_transfer(tmp_path):
+    dm = datamodule(make_photos(tmp_path / "photos"), samples_per_epoch=8, jpeg="torch")
+    dm.setup()
+    crops = next(iter(dm.train_dataloader()))
+    assert isinstance(crops, Crops) and crops.patch.shape == (4, 3, 40, 40)
+    jpeg, target, quality = dm.on_after_batch_transfer(crops, 0)
+    assert jpeg.shape == target.shape == (4, 3, 32, 32) and jpeg.dtype == torch.uint8
+    assert (quality == 30).all() and (jpeg != target).any()
+    val = next(iter(dm.val_dataloader()))
+    assert dm.on_after_batch_transfer(val, 0) is val  # fixed pairs, made by Pillow
 
 
 def test_split_is_saved_reused_and_never_leaks(tmp_path):
@@ -197,6 +237,7 @@ def test_other_bad_values_are_clear_errors(tmp_path):
         (dict(val_fraction=0.5, test_fraction=0.5), "test_fraction"),
         (dict(subsampling="4:1:1"), "subsampling"),
         (dict(batch_size=0), "batch_size"),
+        (dict(jpeg="gpu"), "data.jpeg='gpu' is not one of pillow, torch"),
     ]:
         with pytest.raises(DequantizerError, match=match):
             datamodule(tmp_path, **kwargs)

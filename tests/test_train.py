@@ -25,6 +25,15 @@ def checkpoint_callback_state(checkpoint):
     return next(state for key, state in checkpoint["callbacks"].items() if "val/psnr" in key)
 
 
+def test_training_with_torch_jpeg_pairs(tmp_path, samples_dir):
+    """data.jpeg=torch: the workers only crop and Lightning hands the batch to the DataModule, after the transfer,
+    to be compressed; the run trains and validates as with Pillow."""
+    result = run_train(tmp_path, *QUICK, "data.jpeg=torch", "data.num_workers=1", "trainer.max_epochs=1",
+                       "test=false", samples=samples_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "val PSNR" in result.stderr + result.stdout
+
+
 def test_overfit_rises_above_the_jpeg_input(tmp_path, samples_dir):
     # Quality 5 and 8 crops a photo: the gain (+0.5 dB at the end, measured) stands well above the noise of a few
     # crops; at quality 10 it was +0.03 to +0.1, a coin toss against the 0.1 dB asked for.

@@ -3,8 +3,10 @@
 Every source photo is decoded once into a uint8 array. Training pairs are random: a crop of ``crop_size + 8`` (random
 flips and 90-degree turns) is JPEG-compressed, then re-cropped to ``crop_size`` at a random offset so the network sees
 every alignment of the 8x8 JPEG grid; or, for ``1 - grid_shift_fraction`` of the crops, at offset 0, on the grid, as
-JPEG files and the restorer's tiles are. Validation and test pairs are fixed (seeded crops, fixed qualities) and made
-once, so numbers compare across runs. The train / val / test split is by photo group (``dequantizer.data.split``).
+JPEG files and the restorer's tiles are. With ``jpeg="pillow"`` the loader's workers make the JPEG; with
+``jpeg="torch"`` they only crop, and the batch is compressed where it lands (the GPU) by ``torch_jpeg``, which gives
+Pillow's pixels bit for bit. Validation and test pairs are fixed (seeded crops, fixed qualities) and made once by
+Pillow, so numbers compare across runs. The train / val / test split is by photo group (``dequantizer.data.split``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import lightning as L
 import numpy as np
@@ -24,12 +27,14 @@ from torch.utils.data import DataLoader, Dataset
 from dequantizer.data.images import SUBSAMPLINGS, check_quality, jpeg_roundtrip_array, load_rgb
 from dequantizer.data.sources import FolderPhotos
 from dequantizer.data.split import check_fractions, split_names
+from dequantizer.data.torch_jpeg import jpeg_roundtrip
 from dequantizer.errors import DequantizerError
 from dequantizer.files import atomic_write
 
 log = logging.getLogger(__name__)
 
 GRID_SHIFT = 8  # the JPEG block size: training crops are shifted by up to this much after compression
+JPEG_ENCODERS = ("pillow", "torch")  # data.jpeg: who makes the training JPEGs (see the module docstring)
 
 
 def parse_quality(quality: int | Sequence[int]) -> tuple[int, int]:
@@ -93,8 +98,32 @@ def draw_quality(quality: tuple[int, int], focus: Focus) -> int:
     return random.randint(*quality)
 
 
+class Crops(NamedTuple):
+    """A training sample before its JPEG (``data.jpeg=torch``): the crop with its grid-shift margin (uint8 C x S x S,
+    S = crop + 8), the quality, and where the training window starts in it. Collated, every field gains a batch
+    axis; ``JpegDataModule.on_after_batch_transfer`` turns the batch into pairs on the device."""
+
+    patch: torch.Tensor
+    quality: int
+    top: int
+    left: int
+
+
+def pairs_from_crops(crops: Crops, crop_size: int, subsampling: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch of ``Crops`` -> (jpeg, target, quality) as the workers would make them with Pillow: each patch
+    compressed whole, then the ``crop_size`` window at (top, left) taken from it and from the original."""
+    jpeg = jpeg_roundtrip(crops.patch, crops.quality, subsampling)
+    window = torch.arange(crop_size, device=crops.patch.device)
+    channels, side = crops.patch.shape[1], crops.patch.shape[-1]
+    rows = (crops.top[:, None] + window)[:, None, :, None].expand(-1, channels, -1, side)
+    columns = (crops.left[:, None] + window)[:, None, None, :].expand(-1, channels, crop_size, -1)
+    take = lambda images: images.gather(2, rows).gather(3, columns)  # noqa: E731
+    return take(jpeg), take(crops.patch), crops.quality
+
+
 class RandomJpegPairs(Dataset):
-    """``length`` random training pairs per epoch, cycling through the photos."""
+    """``length`` random training pairs per epoch, cycling through the photos; with ``make_jpeg=False``, the
+    ``Crops`` they are made from (the same random draws)."""
 
     def __init__(
         self,
@@ -106,17 +135,19 @@ class RandomJpegPairs(Dataset):
         focus: Focus | None = None,
         grid_shift_fraction: float = 1.0,
         greyscale_fraction: float = 0.0,
+        make_jpeg: bool = True,
     ):
         self.photos, self.crop_size, self.quality = photos, crop_size, quality
         self.greyscale_fraction = greyscale_fraction
         self.length, self.subsampling = length, subsampling
         self.focus = focus or []
         self.grid_shift_fraction = grid_shift_fraction
+        self.make_jpeg = make_jpeg
 
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int] | Crops:
         # `random` is seeded per worker by Lightning (seed_everything(workers=True)).
         photo = self.photos[index % len(self.photos)]
         height, width = photo.shape[:2]
@@ -132,10 +163,16 @@ class RandomJpegPairs(Dataset):
             # Grey photos stored as RGB: their JPEG has flat chroma, and the restorer must not invent colour.
             patch = np.repeat(np.asarray(Image.fromarray(patch).convert("L"))[..., None], 3, axis=2)
         quality = draw_quality(self.quality, self.focus)
-        jpeg = jpeg_roundtrip_array(patch, quality, self.subsampling)
         dy, dx = random.randint(0, shift), random.randint(0, shift)
         if random.random() >= self.grid_shift_fraction:
             dy = dx = 0  # on the JPEG grid
+        if not self.make_jpeg:
+            # Batched patches share one size: a photo too small for the full margin is padded as JPEG pads its edges
+            # (replicated), which changes only the chroma of its last few rows and columns.
+            margin = self.crop_size + GRID_SHIFT - size
+            patch = np.pad(patch, ((0, margin), (0, margin), (0, 0)), mode="edge")
+            return Crops(to_tensor(patch), quality, dy, dx)
+        jpeg = jpeg_roundtrip_array(patch, quality, self.subsampling)
         window = np.s_[dy : dy + self.crop_size, dx : dx + self.crop_size]
         return to_tensor(jpeg[window]), to_tensor(patch[window]), quality
 
@@ -184,6 +221,8 @@ class JpegDataModule(L.LightningDataModule):
             None for uniform draws over ``quality``.
         grid_shift_fraction: share of training crops whose 8x8 JPEG grid is shifted; the others sit on the grid.
         greyscale_fraction: share of training crops made grey (R = G = B), so grey photos stay grey.
+        jpeg: who makes the training JPEGs: "pillow" (the loader's workers; the reference) or "torch" (the batch, on
+            the training device: the GPU does the work, the workers only crop; the same pixels).
         val_fraction, test_fraction: shares of the photo groups held out to pick the best checkpoint (val) and to
             report on after training (test), when the split is first made.
         samples_per_epoch: training pairs per epoch; ``None`` means one per training photo.
@@ -210,6 +249,7 @@ class JpegDataModule(L.LightningDataModule):
         focus_fraction: float | Sequence[float] = 0.75,
         grid_shift_fraction: float = 1.0,
         greyscale_fraction: float = 0.0,
+        jpeg: str = "pillow",
     ):
         super().__init__()
         self.source = source
@@ -227,6 +267,9 @@ class JpegDataModule(L.LightningDataModule):
             raise DequantizerError(f"data.{error}") from None
         if subsampling not in SUBSAMPLINGS:
             raise DequantizerError(f"data.subsampling={subsampling!r} is not one of {', '.join(SUBSAMPLINGS)}")
+        if jpeg not in JPEG_ENCODERS:
+            raise DequantizerError(f"data.jpeg={jpeg!r} is not one of {', '.join(JPEG_ENCODERS)}")
+        self.jpeg = jpeg
         if batch_size < 1:
             raise DequantizerError(f"data.batch_size={batch_size} must be at least 1")
         self.crop_size, self.batch_size, self.num_workers = crop_size, batch_size, num_workers
@@ -316,7 +359,7 @@ class JpegDataModule(L.LightningDataModule):
         length = self.samples_per_epoch or len(train_photos)
         self.train_set = RandomJpegPairs(
             train_photos, self.crop_size, self.quality, length, self.subsampling,
-            self.focus, self.grid_shift_fraction, self.greyscale_fraction,
+            self.focus, self.grid_shift_fraction, self.greyscale_fraction, make_jpeg=self.jpeg == "pillow",
         )  # fmt: skip
         qualities = validation_qualities(self.quality)
         self.val_set = FixedJpegPairs(
@@ -353,3 +396,9 @@ class JpegDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         # Held-out photos: neither trained on nor used to pick the best checkpoint.
         return DataLoader(self.test_set, batch_size=self.batch_size, shuffle=False, pin_memory=self.pin_memory)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        # Training batches of data.jpeg=torch arrive as crops, on the training device: compress them there.
+        if isinstance(batch, Crops):
+            return pairs_from_crops(batch, self.crop_size, self.subsampling)
+        return batch

@@ -216,7 +216,8 @@ def _encode(images: torch.Tensor, quality: torch.Tensor, subsampling: str):
     padded_width = -(-width // (8 * horizontal)) * 8 * horizontal
     planes = images.to(torch.int32) if grey else rgb_to_ycbcr(images)
     planes = [_pad_to(plane, -(-height // vertical) * vertical, padded_width) for plane in planes.unbind(1)]
-    planes = [planes[0]] + [downsample(chroma, horizontal, vertical) for chroma in planes[1:]]
+    luma = planes[0][..., : -(-width // 8) * 8]  # the file's blocks: the MCU's last column of blocks is a dummy
+    planes = [luma] + [downsample(chroma, horizontal, vertical) for chroma in planes[1:]]
     levels = [
         _quantize_blocks(_pad_to(plane, -(-plane.shape[1] // 8) * 8, plane.shape[2]), tables[:, min(index, 1)])
         for index, plane in enumerate(planes)
