@@ -1,13 +1,16 @@
-"""Train the shipped default model (experiment=blind_unet, or a later stage) on one GPU inside a wall-clock budget.
+"""Train the shipped default model (experiment=blind_unet_gpu, or an earlier stage) on one GPU inside a wall-clock
+budget.
 
-    python experiments/training_photos.py data/photos --pack gpu_data/photos --max-side 168   # photos that travel
-    python experiments/gpu_train.py --budget 420 --out outputs/gpu                             # on the GPU machine
-    python experiments/gpu_train.py --experiment blind_unet_stage8 --batch-size 64 --budget 420 --out outputs/gpu8
+    python experiments/training_photos.py data/photos --packs gpu_packs --pack-mib 31   # here: the photos in parts
+    bash experiments/gpu_stage.sh              # on the GPU machine, once per part carried (see that script)
+    python experiments/gpu_train.py --budget 400 --out OUT                              # then, on the GPU machine
 
 First it measures how many training steps per second this machine manages (the generator's forward + backward in
-bf16 on the GPU, and the JPEG pair making on the CPU workers), so that the cosine schedule is sized to end when the
-budget does; then it runs `train.py experiment=<--experiment> trainer=gpu ...` with that many epochs (and
-`trainer.max_time` as a backstop), and exports the best EMA generator (fp16 safetensors) and the logs to ``--out``.
+bf16 on the GPU, the batch's JPEG round trips there too with data.jpeg=torch, and the crops, or crops and JPEGs with
+data.jpeg=pillow, made by the CPU workers), so that the cosine schedule is sized to end when the budget does; then it
+runs `train.py experiment=<--experiment> trainer=gpu ...` with that many epochs (and `trainer.max_time` as a
+backstop), and exports the best EMA generator (fp16 safetensors) and the logs to ``--out``. It refuses to start on a
+photo folder that holds fewer photos than its split lists (a machine renewed between the calls that staged them).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -30,12 +34,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dequantizer.data.datamodule import JpegDataModule  # noqa: E402
+from dequantizer.data.images import IMAGE_EXTENSIONS  # noqa: E402
 from dequantizer.data.sources import FolderPhotos  # noqa: E402
+from dequantizer.data.torch_jpeg import jpeg_roundtrip  # noqa: E402
 from dequantizer.models import to_model_range  # noqa: E402
 
 
-def gpu_steps_per_second(batch_size: int, crop_size: int, device: torch.device, steps: int = 30) -> float:
-    """Generator forward + L1 + backward + Adam step, bf16 autocast, channels_last: steps per second."""
+def gpu_steps_per_second(batch_size: int, crop_size: int, device: torch.device, jpeg_on_device: bool,
+                         steps: int = 30) -> float:
+    """Generator forward + L1 + backward + Adam step, bf16 autocast, channels_last (and the batch's JPEG round trips
+    on the device, ``jpeg_on_device``): steps per second."""
     generator = instantiate(OmegaConf.load(ROOT / "conf/model/generator/unet.yaml")).to(device)
     generator = generator.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(generator.parameters(), lr=1e-4)
@@ -45,6 +53,8 @@ def gpu_steps_per_second(batch_size: int, crop_size: int, device: torch.device, 
     timings = []
     for _ in range(steps):
         start = time.perf_counter()
+        if jpeg_on_device:
+            jpeg_roundtrip(images, quality)
         with torch.autocast(device.type, dtype=torch.bfloat16):
             out, predicted = generator(inputs, quality, return_quality=True)
             loss = F.l1_loss(out.float(), inputs.float()) + F.l1_loss(predicted.float(), quality.float()) / 1000
@@ -57,10 +67,10 @@ def gpu_steps_per_second(batch_size: int, crop_size: int, device: torch.device, 
     return 1 / (sum(timings[steps // 3 :]) / len(timings[steps // 3 :]))
 
 
-def data_samples_per_second(photos: Path, crop_size: int, count: int = 300) -> float:
-    """Training pairs made per second by one worker process."""
+def data_samples_per_second(photos: Path, crop_size: int, jpeg: str, count: int = 300) -> float:
+    """Training samples (pairs, or crops for data.jpeg=torch) made per second by one worker process."""
     data = JpegDataModule(FolderPhotos(photos), quality=[1, 100], crop_size=crop_size, val_fraction=0.1,
-                          samples_per_epoch=count, grid_shift_fraction=0.25)
+                          samples_per_epoch=count, grid_shift_fraction=0.25, jpeg=jpeg)
     data.setup("fit")
     start = time.perf_counter()
     for index in range(count):
@@ -68,14 +78,27 @@ def data_samples_per_second(photos: Path, crop_size: int, count: int = 300) -> f
     return count / (time.perf_counter() - start)
 
 
+def check_photos(photos: Path) -> None:
+    """Exit with one line unless every photo the folder's split lists is there."""
+    split_file = photos / "split.json"
+    if not split_file.is_file():
+        sys.exit(f"{split_file} is missing: stage the photo packs first (experiments/gpu_stage.sh)")
+    split = json.loads(split_file.read_text())
+    listed = set(split["train"]) | set(split["val"])
+    present = {path.relative_to(photos).as_posix() for path in photos.rglob("*") if path.suffix in IMAGE_EXTENSIONS}
+    if missing := listed - present:
+        sys.exit(f"{len(missing)} of the {len(listed)} photos in {split_file} are missing (e.g. {sorted(missing)[0]}): "
+                 "stage every pack part (experiments/gpu_stage.sh)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiment", default="blind_unet", help="the recipe (conf/experiment/) to train")
+    parser.add_argument("--experiment", default="blind_unet_gpu", help="the recipe (conf/experiment/) to train")
     parser.add_argument("--budget", type=float, default=420, help="seconds of training (the fit itself)")
     parser.add_argument("--out", type=Path, required=True, help="where the weights, metrics and plan go")
     parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "gpu", help="where the run itself goes")
     parser.add_argument("--photos", type=Path, default=ROOT / "gpu_data" / "photos")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--crop-size", type=int, default=128)
     parser.add_argument("--steps-per-epoch", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
@@ -85,16 +108,19 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_photos(args.photos)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        jpeg = compose("config", overrides=[f"experiment={args.experiment}", *args.overrides]).data.jpeg
 
-    gpu_rate = gpu_steps_per_second(args.batch_size, args.crop_size, device)
-    data_rate = data_samples_per_second(args.photos, args.crop_size) * args.workers / args.batch_size
+    gpu_rate = gpu_steps_per_second(args.batch_size, args.crop_size, device, jpeg_on_device=jpeg == "torch")
+    data_rate = data_samples_per_second(args.photos, args.crop_size, jpeg) * args.workers / args.batch_size
     rate = min(gpu_rate, data_rate) * args.efficiency
     epochs = max(1, int(args.budget * rate / args.steps_per_epoch))
     plan = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "gpu_steps_per_s": round(gpu_rate, 1), "data_steps_per_s": round(data_rate, 1),
         "planned_steps_per_s": round(rate, 1), "epochs": epochs, "steps": epochs * args.steps_per_epoch,
-        "batch_size": args.batch_size, "crop_size": args.crop_size, "workers": args.workers,
+        "batch_size": args.batch_size, "crop_size": args.crop_size, "workers": args.workers, "jpeg": jpeg,
     }  # fmt: skip
     print("plan:", json.dumps(plan), flush=True)
 

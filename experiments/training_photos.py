@@ -1,28 +1,29 @@
-"""Assemble the shipped default model's training photos: ../shared/photos (502 photographs) + the Debian wallpapers.
+"""Assemble the default model's training photos: ../shared/photos and the Debian wallpapers, at full size, as
+lossless WebP, with the fixed split; and cut them into packs that travel to a GPU machine.
 
     python experiments/offline_photos.py debian-wallpapers data/wallpapers      # the 57 Debian scenes (see there)
-    python experiments/training_photos.py data/photos                          # links both into one folder + split
-    python experiments/training_photos.py data/photos --pack gpu_data/photos --max-side 320   # a copy small enough
-                                                                                # to travel to a GPU machine
+    python experiments/training_photos.py data/photos                          # the training folder + split.json
+    python experiments/training_photos.py data/photos --packs gpu_packs --pack-mib 30   # and packs of <= 30 MiB
 
-``data/photos/shared/...`` and ``data/photos/debian/...`` link to the photos (nothing is copied, nothing from
-../shared is ever committed). Photos that plainly were JPEGs (`dequantizer.data.images.jpeg_history`, on their own
-block grid or off it, as a crop of a JPEG is) are left out: 18 of T91's 81 (9 found in session 6, 9 more in
-session 7 by their DCT coefficients, 7 of them with tables other than IJG's; the models trained before saw them).
-``split.json`` keeps ../shared/photos' own validation photos and holds out 10% of the Debian scenes (the same seeded
-split the first `blind` model used).
+``data/photos/shared/<folder>/<name>.webp`` and ``data/photos/debian/<scene>.webp`` are lossless copies (25% smaller
+than the PNGs; nothing from ../shared is ever committed). Photos that plainly were JPEGs
+(`dequantizer.data.images.jpeg_history`, on their own block grid or off it, as a crop of a JPEG is) are left out: their
+targets would teach the model to keep JPEG artefacts. The split is ``experiments/training_split.json`` (committed, so
+every run of every session validates on the same photos): 10% of each source folder, seeded, for validation
+(checkpoint selection only); photos that are not in it are placed by the DataModule's seeded hash.
 scikit-image's photos are never included: they are the unseen evaluation set.
 
-``--pack`` writes a compact copy for a machine that cannot see ../shared: one seeded crop of at most
-``--max-side`` x ``--max-side`` from each photo, lossless WebP (no JPEG history is added), with the same split.
+``--packs`` copies the folder into ``part1/``, ``part2/``, ... of at most ``--pack-mib`` each, every part a piece of the
+same tree (part1 holds split.json): a GPU machine receives only the working tree (64 MiB with the tracked files), so
+the photos travel one part per call, and each call merges its part into one folder that stays there while the
+machine is held (``experiments/gpu_stage.sh``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import random
+import shutil
 from pathlib import Path
 
 from PIL import Image
@@ -32,85 +33,116 @@ from dequantizer.data.split import make_split
 from dequantizer.files import atomic_write
 
 ROOT = Path(__file__).resolve().parent.parent
+SPLIT = ROOT / "experiments" / "training_split.json"
+SEED, VAL_FRACTION = 1234, 0.1
 
 
 def photos_under(root: Path) -> list[Path]:
     return sorted(path for path in root.rglob("*") if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file())
 
 
-def link_photos(shared: Path, debian: Path, output: Path, seed: int) -> dict[str, list[str]]:
-    """Symlinks under ``output`` and the split, by name relative to ``output``."""
-    shared_split = json.loads((shared / "split.json").read_text())
-    shared_val = set(shared_split["val"])
-    split: dict[str, list[str]] = {"train": [], "val": []}
-    for path in photos_under(shared):
-        name = path.relative_to(shared).as_posix()
-        history = jpeg_history(load_rgb(path))
-        if history:  # its target would teach the model to keep JPEG artefacts
-            stale = output / "shared" / name
-            if stale.is_symlink():
-                stale.unlink()
-            print(f"left out shared/{name}: it was a JPEG (quality about {history[0]}, block grid at {history[2]})")
+def sources(shared: Path, debian: Path | None) -> dict[str, Path]:
+    """Training name (``shared/<folder>/<stem>.webp``, ``debian/<stem>.webp``) -> source file."""
+    named = {f"shared/{path.relative_to(shared).with_suffix('.webp').as_posix()}": path
+             for path in photos_under(shared)}  # fmt: skip
+    if debian is not None:
+        named |= {f"debian/{path.stem}.webp": path for path in photos_under(debian)}
+    return named
+
+
+def write_copies(named: dict[str, Path], output: Path) -> list[str]:
+    """Lossless WebP copies of the photos that were never JPEGs; the names written (or already there and newer
+    than their source)."""
+    kept = []
+    for name, source in named.items():
+        target = output / name
+        if target.is_file() and target.stat().st_mtime >= source.stat().st_mtime:
+            kept.append(name)
             continue
-        split["val" if name in shared_val else "train"].append(f"shared/{name}")
-    scenes = photos_under(debian)
-    debian_val = make_split([path.stem for path in scenes], 0.1, 0.0, seed)["val"]
-    for path in scenes:
-        split["val" if path.stem in debian_val else "train"].append(f"debian/{path.name}")
-    for name in split["train"] + split["val"]:
-        prefix, rest = name.split("/", 1)
-        source = (shared if prefix == "shared" else debian) / rest
-        link = output / name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(os.path.relpath(source.resolve(), link.parent.resolve()))
-    return split
+        pixels = load_rgb(source)
+        history = jpeg_history(pixels)
+        if history:
+            print(f"left out {name}: it was a JPEG (quality about {history[0]}, block grid at {history[2]})")
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.suffix.lower() == ".webp":  # already lossless WebP: the same bytes
+            shutil.copyfile(source, target)
+        else:
+            Image.fromarray(pixels).save(target.with_suffix(".tmp"), "WEBP", lossless=True, quality=100, method=4)
+            target.with_suffix(".tmp").replace(target)
+        kept.append(name)
+    return kept
 
 
-def pack(source: Path, split: dict[str, list[str]], output: Path, max_side: int, seed: int) -> None:
-    """One seeded crop (at most max_side square) of every photo as lossless WebP, and the split renamed to match."""
-    rng = random.Random(seed)
-    packed: dict[str, list[str]] = {"train": [], "val": []}
-    total_bytes = total_pixels = 0
-    for part in ("train", "val"):
-        for name in split[part]:
-            with Image.open(source / name) as image:
-                image = image.convert("RGB")
-                width, height = min(image.width, max_side), min(image.height, max_side)
-                left, top = rng.randint(0, image.width - width), rng.randint(0, image.height - height)
-                crop = image.crop((left, top, left + width, top + height))
-            target = Path(name).with_suffix(".webp").as_posix()
-            path = output / target
-            path.parent.mkdir(parents=True, exist_ok=True)
-            crop.save(path, "WEBP", lossless=True, quality=100, method=4)
-            packed[part].append(target)
-            total_bytes += path.stat().st_size
-            total_pixels += width * height
-    record = {"seed": seed, "val_fraction": 0.1, **packed}
-    atomic_write(output / "split.json", json.dumps(record, indent=1) + "\n")
-    print(f"packed {sum(map(len, packed.values()))} crops, {total_pixels / 1e6:.1f} MP, {total_bytes / 2**20:.1f} MiB "
-          f"in {output}")
+def pixel_count(path: Path) -> int:
+    with Image.open(path) as image:
+        return image.width * image.height
+
+
+def fixed_split(names: list[str]) -> dict[str, list[str]]:
+    """The committed split, made once: per source folder, a seeded 10% for validation."""
+    if SPLIT.is_file():
+        return json.loads(SPLIT.read_text())
+    folders: dict[str, list[str]] = {}
+    for name in names:
+        folders.setdefault(name.rsplit("/", 1)[0], []).append(name)
+    split: dict[str, list[str]] = {"train": [], "val": []}
+    for members in folders.values():
+        val = make_split(members, VAL_FRACTION, 0.0, SEED)["val"] if len(members) >= 2 else set()
+        for name in members:
+            split["val" if name in val else "train"].append(name)
+    record = {"seed": SEED, "val_fraction": VAL_FRACTION, "test_fraction": 0.0,
+              **{part: sorted(members) for part, members in split.items()}}  # fmt: skip
+    atomic_write(SPLIT, json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def write_packs(folder: Path, names: list[str], packs: Path, pack_mib: float) -> list[tuple[int, float]]:
+    """Copies of the photos in parts of at most ``pack_mib`` MiB; (photos, MiB) per part."""
+    if packs.exists():
+        shutil.rmtree(packs)
+    parts: list[list[str]] = [[]]
+    sizes = [(folder / "split.json").stat().st_size]
+    for name in names:
+        size = (folder / name).stat().st_size
+        if parts[-1] and sizes[-1] + size > pack_mib * 2**20:
+            parts.append([])
+            sizes.append(0)
+        parts[-1].append(name)
+        sizes[-1] += size
+    for index, members in enumerate(parts, start=1):
+        for name in members:
+            (packs / f"part{index}" / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(folder / name, packs / f"part{index}" / name)
+    shutil.copyfile(folder / "split.json", packs / "part1" / "split.json")
+    return [(len(members), size / 2**20) for members, size in zip(parts, sizes, strict=True)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("output", type=Path, help="where to link the photos (data/photos)")
+    parser.add_argument("output", type=Path, help="the training folder (data/photos)")
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "photos")
-    parser.add_argument("--debian", type=Path, default=ROOT / "data" / "wallpapers")
-    parser.add_argument("--pack", type=Path, help="also write a compact lossless copy here")
-    parser.add_argument("--max-side", type=int, default=320, help="largest crop side in the compact copy")
-    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--debian", type=Path, default=ROOT / "data" / "wallpapers",
+                        help="the Debian scenes (experiments/offline_photos.py); left out if missing")
+    parser.add_argument("--packs", type=Path, help="also cut the folder into parts here, to carry to a GPU machine")
+    parser.add_argument("--pack-mib", type=float, default=30, help="largest part, MiB")
     args = parser.parse_args()
-    for folder in (args.shared, args.debian):
-        if not folder.is_dir():
-            parser.error(f"{folder} does not exist (see this script's help for how to make it)")
-    split = link_photos(args.shared, args.debian, args.output, args.seed)
-    record = {"seed": args.seed, "val_fraction": 0.1, **split}
-    atomic_write(args.output / "split.json", json.dumps(record, indent=1) + "\n")
-    print(f"{len(split['train'])} train + {len(split['val'])} val photos linked in {args.output}")
-    if args.pack:
-        pack(args.output, split, args.pack, args.max_side, args.seed)
+    if not args.shared.is_dir():
+        parser.error(f"{args.shared} does not exist: it holds the shared training photos")
+    debian = args.debian if args.debian.is_dir() else None
+    if debian is None:
+        print(f"{args.debian} does not exist: training without the Debian scenes (experiments/offline_photos.py)")
+    names = write_copies(sources(args.shared, debian), args.output)
+    split = fixed_split(names)
+    atomic_write(args.output / "split.json", SPLIT.read_text())
+    listed = set(split["train"]) | set(split["val"])
+    megapixels = sum(pixel_count(args.output / name) for name in names) / 1e6
+    mib = sum((args.output / name).stat().st_size for name in names) / 2**20
+    print(f"{len(names)} photos ({megapixels:.1f} MP, {mib:.1f} MiB) in {args.output}: "
+          f"{sum(name in split['val'] for name in names)} for validation, {len(set(names) - listed)} not in the split")
+    if args.packs:
+        for index, (count, size) in enumerate(write_packs(args.output, names, args.packs, args.pack_mib), start=1):
+            print(f"{args.packs}/part{index}: {count} photos, {size:.1f} MiB")
 
 
 if __name__ == "__main__":

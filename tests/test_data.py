@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from dequantizer.data import FlickrPhotos, FolderPhotos, JpegDataModule, SamplePhotos
-from dequantizer.data.datamodule import Crops, RandomJpegPairs, pairs_from_crops, parse_quality
+from dequantizer.data.datamodule import Crops, FixedJpegPairs, RandomJpegPairs, pairs_from_crops, parse_quality
 from dequantizer.data.images import jpeg_roundtrip, load_rgb
 from dequantizer.errors import DequantizerError
 
@@ -109,6 +109,14 @@ def test_datamodule_makes_torch_jpeg_pairs_after_the_transfer(tmp_path):
     assert (quality == 30).all() and (jpeg != target).any()
     val = next(iter(dm.val_dataloader()))
     assert dm.on_after_batch_transfer(val, 0) is val  # fixed pairs, made by Pillow
+
+
+def test_validation_crops_of_one_flat_colour_are_redrawn():
+    """A flat crop's JPEG is exact (an infinite PSNR would swamp the validation means): such crops are drawn again."""
+    photo = np.zeros((64, 256, 3), np.uint8)
+    photo[:, 128:] = np.random.default_rng(0).integers(0, 256, (64, 128, 3))
+    pairs = FixedJpegPairs([photo], crop_size=32, qualities=[90], crops_per_photo=16, subsampling="4:2:0", seed=0)
+    assert all(target.min() != target.max() and not torch.equal(jpeg, target) for jpeg, target, _ in pairs.pairs)
 
 
 def test_split_is_saved_reused_and_never_leaks(tmp_path):

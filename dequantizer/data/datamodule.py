@@ -194,9 +194,12 @@ class FixedJpegPairs(Dataset):
         for photo in photos:
             height, width = photo.shape[:2]
             for _ in range(crops_per_photo):
-                top = int(rng.integers(0, height - crop_size + 1))
-                left = int(rng.integers(0, width - crop_size + 1))
-                crop = np.ascontiguousarray(photo[top : top + crop_size, left : left + crop_size])
+                for _attempt in range(10):  # a crop of one flat colour measures nothing (its JPEG is exact): redraw
+                    top = int(rng.integers(0, height - crop_size + 1))
+                    left = int(rng.integers(0, width - crop_size + 1))
+                    crop = np.ascontiguousarray(photo[top : top + crop_size, left : left + crop_size])
+                    if crop.min() != crop.max():
+                        break
                 quality = qualities[len(self.pairs) % len(qualities)]
                 jpeg = jpeg_roundtrip_array(crop, quality, subsampling)
                 self.pairs.append((to_tensor(jpeg), to_tensor(crop), quality))
