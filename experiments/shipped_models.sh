@@ -13,11 +13,12 @@ if [ ! -d data/wallpapers ]; then
   for deb in "$work"/*.deb; do dpkg-deb -x "$deb" "$work/x"; done
   python experiments/offline_photos.py "$work/x" data/wallpapers
 fi
-# The default model's photos: ../shared/photos + the Debian wallpapers linked into data/photos/, and the compact
-# copy that travels to a GPU machine (gpu_data/ is git-ignored: add it to .git/info/exclude or carry it).
-python experiments/training_photos.py data/photos --pack gpu_data/photos --max-side 208     # GPU stages 1-2
-python experiments/training_photos.py data/photos --pack gpu_data/photos168 --max-side 168  # GPU stage 8: 18 MiB, so
-#   that it travels beside the tracked files (64 MiB in all)
+# The default model's photos: ../shared/photos + the Debian wallpapers, full size, lossless WebP, in data/photos/ (the
+# split fixed in experiments/training_split.json), and the same cut into packs of <= 31.5 MiB that travel to a GPU
+# machine one per call (gpu_packs/, git-ignored; experiments/gpu_stage.sh). Stages 1-8 below ran before this layout:
+# on the 559 photos linked from ../shared/photos then, and on the GPU on one 208-px (stages 1-2) or 168-px (stage 8)
+# crop of each (`git log -p experiments/training_photos.py`).
+python experiments/training_photos.py data/photos --packs gpu_packs --pack-mib 31.5
 # Evaluation photos, never used in training: scikit-image's bundled photos (data/samples/).
 python -c "from dequantizer.data import SamplePhotos; SamplePhotos('data/samples').photo_paths()"
 
