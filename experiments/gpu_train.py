@@ -135,7 +135,8 @@ def main() -> None:
         f"data.batch_size={args.batch_size}", f"data.crop_size={args.crop_size}", f"data.num_workers={args.workers}",
         f"data.samples_per_epoch={args.steps_per_epoch * args.batch_size}", f"data.pin_memory={device.type == 'cuda'}",
         f"trainer.max_epochs={epochs}", f"+trainer.max_time={max_time}",
-        "trainer.log_every_n_steps=50", f"run_name={run_dir.name}", *args.overrides,
+        "trainer.log_every_n_steps=50", "+trainer.enable_progress_bar=false",  # its refreshes would sync each step
+        f"run_name={run_dir.name}", *args.overrides,
     ]  # fmt: skip
     start, started_at = time.perf_counter(), time.time()
     result = subprocess.run(command, cwd=ROOT)
