@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -333,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Pillow warns about odd metadata (corrupt EXIF, TIFF tags) and very large images; a file it cannot read is an
+    # error line of its own, so these would only be noise around it.
+    warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
     try:
         return args.run(args)
     except DequantizerError as error:

@@ -18,10 +18,12 @@ from dequantizer.data.images import (
     SUBSAMPLINGS,
     estimate_jpeg_quality,
     jpeg_history,
-    load_rgb,
+    read_image,
+    rgb_pixels,
     save_image_atomic,
     square_resize,
 )
+from dequantizer.errors import DequantizerError
 from dequantizer.files import atomic_write
 from dequantizer.module import image_metrics
 from dequantizer.restore import Restorer, restore_image
@@ -201,10 +203,10 @@ def write_csv(records: list[dict], path: Path) -> Path:
     return atomic_write(path, buffer.getvalue())
 
 
-def jpeg_reference_warning(path: Path, rgb: np.ndarray) -> str | None:
-    """A warning when a reference photo is a JPEG file below ``CLEAN_JPEG_QUALITY``, or plainly was one once."""
-    with Image.open(path) as image:
-        quality = estimate_jpeg_quality(image)
+def jpeg_reference_warning(path: Path, image: Image.Image, rgb: np.ndarray) -> str | None:
+    """A warning when a reference photo (``image``, decoded as ``rgb``) is a JPEG file below ``CLEAN_JPEG_QUALITY``,
+    or plainly was one once."""
+    quality = estimate_jpeg_quality(image)
     if quality is not None and quality < CLEAN_JPEG_QUALITY:
         return (f"{path} is itself a JPEG (quality about {quality}): its own artefacts count against the model, so "
                 "the gains are meaningless; evaluate on never-compressed photos (PNG, TIFF)")
@@ -224,11 +226,12 @@ def load_photos(paths: list[Path], square: int | None = None
     photos, failures, warnings = {}, [], {}
     for path in paths:
         try:
-            rgb = load_rgb(path)
-            warning = jpeg_reference_warning(path, rgb)
-        except Exception as error:  # any unreadable file: reported, the rest goes on
-            failures.append(f"{path}: cannot read it as an image ({error})")
+            image = read_image(path)
+        except DequantizerError as error:  # reported, the rest goes on
+            failures.append(str(error))
             continue
+        rgb = rgb_pixels(image)
+        warning = jpeg_reference_warning(path, image, rgb)
         if warning:
             warnings[str(path)] = warning
         if square:

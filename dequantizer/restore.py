@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from PIL import Image, ImageOps
 from torch import nn
 
-from dequantizer.data.images import GREYSCALE_MODES, estimate_jpeg_quality, jpeg_history, split_alpha
+from dequantizer.data.images import GREYSCALE_MODES, estimate_jpeg_quality, jpeg_history, read_image, split_alpha
 from dequantizer.errors import DequantizerError
 from dequantizer.models import to_model_range, to_unit_range
 from dequantizer.weights import generator_state_from_checkpoint, load_generator_state, read_checkpoint, read_metadata
@@ -385,11 +385,4 @@ def open_image(source: str | Path | Image.Image | np.ndarray) -> Image.Image:
             raise DequantizerError(f"an array of shape {source.shape} and dtype {source.dtype}: pass HxW, HxWx3 or "
                                    "HxWx4 uint8 pixels")
         return Image.fromarray(source[..., 0] if source.ndim == 3 and channels == 1 else source)
-    try:
-        with Image.open(source) as image:
-            image.load()
-            return image
-    except FileNotFoundError:
-        raise DequantizerError(f"{source}: no such file") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise DequantizerError(f"{source}: cannot read it as an image ({error})") from None
+    return read_image(source)

@@ -323,8 +323,8 @@ class JpegDataModule(L.LightningDataModule):
         for path in paths:
             try:
                 photo = load_rgb(path)
-            except Exception as error:  # unreadable, truncated, not an image, decompression bomb...
-                log.warning("skipping %s: cannot read it as an image (%s)", path, error)
+            except DequantizerError as error:  # unreadable, truncated, not an image, decompression bomb...
+                log.warning("skipping %s", error)
                 self.skipped.append(str(path))
                 continue
             height, width = photo.shape[:2]

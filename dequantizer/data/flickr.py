@@ -30,6 +30,7 @@ from pathlib import Path
 import requests
 from PIL import Image
 
+from dequantizer.data.images import read_image
 from dequantizer.errors import DequantizerError
 from dequantizer.files import atomic_write
 
@@ -190,18 +191,14 @@ class DownloadStats:
 def check_photo(data: bytes) -> str | None:
     """Why these bytes are not a usable photo, or None."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()
-        with Image.open(io.BytesIO(data)) as image:
-            if image.format not in ("JPEG", "PNG", "WEBP", "GIF"):
-                return "not a photo format"
-            if min(image.size) < MIN_SIDE:
-                return "too small"
-            image.load()
-    except Image.DecompressionBombError:
-        return "decompression bomb"
-    except Exception:  # any decoding failure: truncated, corrupt, not an image
-        return "corrupt or not an image"
+        image = read_image(io.BytesIO(data), "download")
+    except DequantizerError as error:
+        bomb = isinstance(error.__cause__, Image.DecompressionBombError)
+        return "decompression bomb" if bomb else "corrupt or not an image"
+    if image.format not in ("JPEG", "PNG", "WEBP", "GIF"):
+        return "not a photo format"
+    if min(image.size) < MIN_SIDE:
+        return "too small"
     return None
 
 
@@ -334,7 +331,7 @@ def prepare_dataset(source: str | Path, out: str | Path | None = None, size: int
         if not (out / name).is_file():
             try:
                 rgb = load_rgb(source / record["file"])
-            except Exception:  # corrupt after download, deleted...
+            except DequantizerError:  # corrupt after download, deleted...
                 skipped["unreadable"] += 1
                 continue
             save_image_atomic(Image.fromarray(square_resize(rgb, size)), out / name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -241,14 +242,37 @@ def jpeg_input(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
     return (rgb.convert("L") if image.mode in GREYSCALE_MODES else rgb), alpha
 
 
+def read_image(source: str | Path | IO[bytes], name: str | None = None) -> Image.Image:
+    """The image in a file (a path, or bytes in a file object named ``name``), decoded: pixels loaded and EXIF parsed,
+    so that nothing about the file can fail later. Pillow raises many exception types for damaged, truncated or
+    hostile files (``OSError``, ``SyntaxError``, ``ValueError``, ``EOFError``, ``struct.error``,
+    ``DecompressionBombError``...): every failure becomes one ``DequantizerError`` naming the file and what is wrong,
+    so that a batch reports that file in one line and goes on. The cause stays attached (``__cause__``)."""
+    label = name or str(source)
+    try:
+        with Image.open(source) as image:
+            image.load()
+            image.getexif()
+            return image
+    except FileNotFoundError:
+        raise DequantizerError(f"{label}: no such file") from None
+    except Exception as error:  # whatever the decoder raised: the file is unreadable, the program is fine
+        detail = error.strerror if isinstance(error, OSError) and error.strerror else str(error) or type(error).__name__
+        raise DequantizerError(f"{label}: cannot read it as an image ({detail})") from error
+
+
 def load_rgb(path: str | Path) -> np.ndarray:
-    """Decode a photo as an HxWx3 uint8 array: EXIF orientation applied, alpha composited on white, 16-bit scaled."""
-    with Image.open(path) as image:
-        rgb, alpha = split_alpha(ImageOps.exif_transpose(image))
-        if alpha is not None:
-            white = Image.new("RGB", rgb.size, (255, 255, 255))
-            rgb = Image.composite(rgb, white, alpha)
-        return np.asarray(rgb)
+    """Decode a photo as an HxWx3 uint8 array (``rgb_pixels``); an unreadable file is a ``DequantizerError``."""
+    return rgb_pixels(read_image(path))
+
+
+def rgb_pixels(image: Image.Image) -> np.ndarray:
+    """A photo as an HxWx3 uint8 array: EXIF orientation applied, alpha composited on white, 16-bit scaled."""
+    rgb, alpha = split_alpha(ImageOps.exif_transpose(image))
+    if alpha is not None:
+        white = Image.new("RGB", rgb.size, (255, 255, 255))
+        rgb = Image.composite(rgb, white, alpha)
+    return np.asarray(rgb)
 
 
 def save_image_atomic(image: Image.Image, path: str | Path, **save_args) -> Path:
