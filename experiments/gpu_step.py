@@ -3,12 +3,13 @@
     python experiments/gpu_step.py --out OUT                         # on the GPU machine: every variant, ~3 minutes
     python experiments/gpu_step.py --device cpu --batch-size 4 --crop-size 32 --variants eager   # a dry run here
 
-The step is the one the shipped model trains with (``conf/experiment/blind_unet*``): the quality-aware U-Net's
-forward on uint8 pairs in bf16 autocast, the L1 pixel loss plus the quality head's, the backward, Adam and the
-generator's EMA; with ``+jpeg`` the pairs are made in the step from clean crops by ``torch_jpeg`` (``data.jpeg=torch``)
-as training does. Each variant reports images/s and its share of the machine: the FLOPs of one step counted by
-``torch.utils.flop_counter`` (the convolutions and matmuls, forward and backward), per second, against the measured
-bf16 matmul peak of this device (``experiments/benchmark.py`` does the same on the CPU).
+The step is the shipped model's (``conf/model/generator/unet.yaml``): the quality-aware U-Net's forward on uint8 pairs
+in bf16 autocast, an L1 pixel loss plus the quality head's (the recipes' PSNR loss and quantile head cost the same
+FLOPs), the backward, Adam and the generator's EMA; with ``-jpeg`` the pairs are made in the step from clean crops by
+``torch_jpeg`` (``data.jpeg=torch``), as training does. Each variant reports images/s and its share of the machine:
+the FLOPs of one step counted by ``torch.utils.flop_counter`` (the convolutions and matmuls, forward and backward),
+per second, against the measured bf16 matmul peak of this device (``experiments/benchmark.py`` does the same on the
+CPU).
 
 Variants (names joined by '-'): ``eager`` or ``compiled`` (``torch.compile``) or ``graphs`` (``torch.compile`` with
 CUDA graphs, mode reduce-overhead); ``b<N>`` the batch size; ``fused`` Adam's fused kernel; ``sync`` a host sync each
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import gc
 import json
 import sys
 import time
@@ -38,7 +40,7 @@ from dequantizer.data.torch_jpeg import jpeg_roundtrip  # noqa: E402
 from dequantizer.models import to_model_range  # noqa: E402
 
 DEFAULT_VARIANTS = [
-    "eager-b64-sync-jpeg",  # the stage 8 run's step, pairs made on the GPU
+    "eager-b64-sync-jpeg",  # stage 8's batch and its per-step sync, with the pairs now made on the GPU
     "eager-b64",
     "eager-b256",
     "eager-b256-fused",
@@ -69,14 +71,14 @@ def synchronize(device: torch.device) -> None:
 
 
 def parse_variant(name: str) -> dict:
-    parts = name.split("-")
-    mode = parts[0]
+    mode, *parts = name.split("-")
     if mode not in ("eager", "compiled", "graphs"):
         raise SystemExit(f"variant {name!r}: start with eager, compiled or graphs")
-    sizes = [int(part[1:]) for part in parts if part[0] == "b" and part[1:].isdigit()]
-    unknown = [part for part in parts[1:] if part not in ("fused", "sync", "jpeg") and not part[1:].isdigit()]
+    sizes = [int(part[1:]) for part in parts if part[:1] == "b" and part[1:].isdigit()]
+    unknown = [part for part in parts if part not in ("fused", "sync", "jpeg") and not (part[:1] == "b" and
+                                                                                        part[1:].isdigit())]
     if unknown or len(sizes) > 1:
-        raise SystemExit(f"variant {name!r}: unknown parts {unknown}")
+        raise SystemExit(f"variant {name!r}: name at most one batch size (b<N>) and only fused, sync, jpeg besides")
     return {"mode": mode, "batch_size": sizes[0] if sizes else None, "fused": "fused" in parts,
             "sync": "sync" in parts, "jpeg": "jpeg" in parts}  # fmt: skip
 
@@ -99,7 +101,7 @@ class Step:
         forward = self.forward
         if variant["mode"] != "eager":
             mode = "reduce-overhead" if variant["mode"] == "graphs" else "default"
-            forward = torch.compile(self.forward, mode=mode)
+            forward = torch.compile(self.forward, mode=mode, dynamic=False)  # each variant its own static graph
         self.compiled_forward = forward
 
     def forward(self, jpeg: torch.Tensor, clean: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
@@ -178,6 +180,10 @@ def main() -> None:
             rows.append(measure(variant, args.batch_size, args.crop_size, device, args.seconds, peak))
         except torch.OutOfMemoryError:
             rows.append({"variant": variant, "images_per_s": "out of memory"})
+        # The next variant starts clean: no compiled graphs, CUDA graph pools or cached memory of this one.
+        torch._dynamo.reset()
+        gc.collect()
+        if device.type == "cuda":
             torch.cuda.empty_cache()
         print(json.dumps(rows[-1]), flush=True)
     if args.out:

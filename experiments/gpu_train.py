@@ -1,7 +1,7 @@
 """Train the shipped default model (experiment=blind_unet_gpu, or an earlier stage) on one GPU inside a wall-clock
 budget.
 
-    python experiments/training_photos.py data/photos --packs gpu_packs --pack-mib 31   # here: the photos in parts
+    python experiments/training_photos.py data/photos --packs gpu_packs   # here: the photos in parts
     bash experiments/gpu_stage.sh              # on the GPU machine, once per part carried (see that script)
     python experiments/gpu_train.py --budget 400 --out OUT                              # then, on the GPU machine
 
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -40,13 +40,15 @@ from dequantizer.data.torch_jpeg import jpeg_roundtrip  # noqa: E402
 from dequantizer.models import to_model_range  # noqa: E402
 
 
-def gpu_steps_per_second(batch_size: int, crop_size: int, device: torch.device, jpeg_on_device: bool,
-                         steps: int = 30) -> float:
-    """Generator forward + L1 + backward + Adam step, bf16 autocast, channels_last (and the batch's JPEG round trips
-    on the device, ``jpeg_on_device``): steps per second."""
-    generator = instantiate(OmegaConf.load(ROOT / "conf/model/generator/unet.yaml")).to(device)
-    generator = generator.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(generator.parameters(), lr=1e-4)
+def gpu_steps_per_second(model: DictConfig, batch_size: int, crop_size: int, device: torch.device,
+                         jpeg_on_device: bool, steps: int = 30) -> float:
+    """The recipe's generator (``model.generator``, compiled if ``model.compile``) forward + L1 + backward + its
+    optimizer's step (``model.optimizer_g``), bf16 autocast, channels_last, and the batch's JPEG round trips on the
+    device with ``jpeg_on_device``: steps per second, after a third of the steps as warm-up (and compilation)."""
+    generator = instantiate(model.generator).to(device).to(memory_format=torch.channels_last)
+    if model.compile:
+        generator.compile()
+    optimizer = instantiate(model.optimizer_g, params=generator.parameters())
     images = torch.randint(0, 256, (batch_size, 3, crop_size, crop_size), dtype=torch.uint8, device=device)
     quality = torch.randint(1, 101, (batch_size,), device=device)
     inputs = to_model_range(images)
@@ -98,8 +100,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="where the weights, metrics and plan go")
     parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "gpu", help="where the run itself goes")
     parser.add_argument("--photos", type=Path, default=ROOT / "gpu_data" / "photos")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--crop-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, help="default: the recipe's data.batch_size")
+    parser.add_argument("--crop-size", type=int, help="default: the recipe's data.crop_size")
     parser.add_argument("--steps-per-epoch", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     parser.add_argument("--efficiency", type=float, default=0.7,
@@ -110,9 +112,12 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     check_photos(args.photos)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        jpeg = compose("config", overrides=[f"experiment={args.experiment}", *args.overrides]).data.jpeg
+        recipe = compose("config", overrides=[f"experiment={args.experiment}", *args.overrides])
+    jpeg = recipe.data.jpeg
+    args.batch_size = args.batch_size or recipe.data.batch_size
+    args.crop_size = args.crop_size or recipe.data.crop_size
 
-    gpu_rate = gpu_steps_per_second(args.batch_size, args.crop_size, device, jpeg_on_device=jpeg == "torch")
+    gpu_rate = gpu_steps_per_second(recipe.model, args.batch_size, args.crop_size, device, jpeg == "torch")
     data_rate = data_samples_per_second(args.photos, args.crop_size, jpeg) * args.workers / args.batch_size
     rate = min(gpu_rate, data_rate) * args.efficiency
     epochs = max(1, int(args.budget * rate / args.steps_per_epoch))

@@ -18,7 +18,7 @@ fi
 # machine one per call (gpu_packs/, git-ignored; experiments/gpu_stage.sh). Stages 1-8 below ran before this layout:
 # on the 559 photos linked from ../shared/photos then, and on the GPU on one 208-px (stages 1-2) or 168-px (stage 8)
 # crop of each (`git log -p experiments/training_photos.py`).
-python experiments/training_photos.py data/photos --packs gpu_packs --pack-mib 31.5
+python experiments/training_photos.py data/photos --packs gpu_packs
 # Evaluation photos, never used in training: scikit-image's bundled photos (data/samples/).
 python -c "from dequantizer.data import SamplePhotos; SamplePhotos('data/samples').photo_paths()"
 

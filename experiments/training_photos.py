@@ -3,14 +3,16 @@ lossless WebP, with the fixed split; and cut them into packs that travel to a GP
 
     python experiments/offline_photos.py debian-wallpapers data/wallpapers      # the 57 Debian scenes (see there)
     python experiments/training_photos.py data/photos                          # the training folder + split.json
-    python experiments/training_photos.py data/photos --packs gpu_packs --pack-mib 30   # and packs of <= 30 MiB
+    python experiments/training_photos.py data/photos --packs gpu_packs   # and packs of <= 31.5 MiB (5 parts)
 
 ``data/photos/shared/<folder>/<name>.webp`` and ``data/photos/debian/<scene>.webp`` are lossless copies (25% smaller
 than the PNGs; nothing from ../shared is ever committed). Photos that plainly were JPEGs
 (`dequantizer.data.images.jpeg_history`, on their own block grid or off it, as a crop of a JPEG is) are left out: their
-targets would teach the model to keep JPEG artefacts. The split is ``experiments/training_split.json`` (committed, so
-every run of every session validates on the same photos): 10% of each source folder, seeded, for validation
-(checkpoint selection only); photos that are not in it are placed by the DataModule's seeded hash.
+targets would teach the model to keep JPEG artefacts; files in the folder that are no longer photos of it are removed.
+The split is ``experiments/training_split.json`` (committed, so every run of every session validates on the same
+photos): 10% of each source folder, seeded, for validation (checkpoint selection only). The folder's split.json is
+that split, less the photos that are not there (no Debian scenes, say); photos missing from it are placed by the
+DataModule's seeded hash.
 scikit-image's photos are never included: they are the unseen evaluation set.
 
 ``--packs`` copies the folder into ``part1/``, ``part2/``, ... of at most ``--pack-mib`` each, every part a piece of the
@@ -97,8 +99,19 @@ def fixed_split(names: list[str]) -> dict[str, list[str]]:
     return record
 
 
+def remove_stale(output: Path, names: list[str]) -> None:
+    """Photos in ``output`` that are not among ``names`` (left out since, or from an older layout)."""
+    keep = set(names)
+    for path in photos_under(output):
+        if path.relative_to(output).as_posix() not in keep:
+            print(f"removed {path}: no longer one of the training photos")
+            path.unlink()
+
+
 def write_packs(folder: Path, names: list[str], packs: Path, pack_mib: float) -> list[tuple[int, float]]:
     """Copies of the photos in parts of at most ``pack_mib`` MiB; (photos, MiB) per part."""
+    if folder.resolve().is_relative_to(packs.resolve()):
+        raise SystemExit(f"--packs {packs} holds the training folder {folder}: name a folder of its own")
     if packs.exists():
         shutil.rmtree(packs)
     parts: list[list[str]] = [[]]
@@ -125,7 +138,8 @@ def main() -> None:
     parser.add_argument("--debian", type=Path, default=ROOT / "data" / "wallpapers",
                         help="the Debian scenes (experiments/offline_photos.py); left out if missing")
     parser.add_argument("--packs", type=Path, help="also cut the folder into parts here, to carry to a GPU machine")
-    parser.add_argument("--pack-mib", type=float, default=30, help="largest part, MiB")
+    parser.add_argument("--pack-mib", type=float, default=31.5,
+                        help="largest part, MiB: what travels beside the tracked tree (64 MiB in all)")
     args = parser.parse_args()
     if not args.shared.is_dir():
         parser.error(f"{args.shared} does not exist: it holds the shared training photos")
@@ -133,8 +147,12 @@ def main() -> None:
     if debian is None:
         print(f"{args.debian} does not exist: training without the Debian scenes (experiments/offline_photos.py)")
     names = write_copies(sources(args.shared, debian), args.output)
+    remove_stale(args.output, names)
     split = fixed_split(names)
-    atomic_write(args.output / "split.json", SPLIT.read_text())
+    present = set(names)
+    split = {key: [name for name in value if name in present] if key in ("train", "val") else value
+             for key, value in split.items()}  # fmt: skip
+    atomic_write(args.output / "split.json", json.dumps(split, indent=1) + "\n")
     listed = set(split["train"]) | set(split["val"])
     megapixels = sum(pixel_count(args.output / name) for name in names) / 1e6
     mib = sum((args.output / name).stat().st_size for name in names) / 2**20

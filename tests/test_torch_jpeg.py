@@ -79,6 +79,20 @@ def test_extremes_and_flat_images_match_pillow():
                                           jpeg_roundtrip_array(image, quality))  # fmt: skip
 
 
+def test_values_far_beyond_the_range_saturate_as_pillows_do():
+    """A hostile grey block whose inverse DCT reaches 675 at q1: libjpeg-turbo's SIMD code saturates it to 255
+    (its C code would wrap it to 0)."""
+    block = np.array([[199, 255, 248, 0, 148, 0, 0, 255], [0, 255, 143, 69, 255, 0, 0, 0],
+                      [106, 255, 186, 227, 42, 0, 109, 34], [0, 255, 232, 0, 29, 170, 73, 16],
+                      [23, 0, 37, 142, 0, 168, 200, 95], [0, 83, 226, 0, 165, 34, 203, 166],
+                      [215, 255, 151, 141, 239, 0, 52, 255], [0, 255, 0, 190, 0, 83, 255, 0]], np.uint8)
+    with Image.open(io.BytesIO(pillow_jpeg(block, 1))) as decoded:
+        expected = np.asarray(decoded)
+    np.testing.assert_array_equal(as_array(jpeg_roundtrip(as_batch(block), 1)), expected)
+    rgb = np.repeat(block[..., None], 3, axis=2)
+    np.testing.assert_array_equal(as_array(jpeg_roundtrip(as_batch(rgb), 1)), jpeg_roundtrip_array(rgb, 1))
+
+
 def test_tables_are_pillows():
     for quality in range(1, 101):
         with Image.open(io.BytesIO(pillow_jpeg(ASTRONAUT[:16, :16], quality))) as decoded:

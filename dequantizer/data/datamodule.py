@@ -104,9 +104,9 @@ class Crops(NamedTuple):
     axis; ``JpegDataModule.on_after_batch_transfer`` turns the batch into pairs on the device."""
 
     patch: torch.Tensor
-    quality: int
-    top: int
-    left: int
+    quality: int | torch.Tensor  # tensors of B once collated
+    top: int | torch.Tensor
+    left: int | torch.Tensor
 
 
 def pairs_from_crops(crops: Crops, crop_size: int, subsampling: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -117,8 +117,11 @@ def pairs_from_crops(crops: Crops, crop_size: int, subsampling: str) -> tuple[to
     channels, side = crops.patch.shape[1], crops.patch.shape[-1]
     rows = (crops.top[:, None] + window)[:, None, :, None].expand(-1, channels, -1, side)
     columns = (crops.left[:, None] + window)[:, None, None, :].expand(-1, channels, crop_size, -1)
-    take = lambda images: images.gather(2, rows).gather(3, columns)  # noqa: E731
-    return take(jpeg), take(crops.patch), crops.quality
+
+    def windows(images: torch.Tensor) -> torch.Tensor:
+        return images.gather(2, rows).gather(3, columns)
+
+    return windows(jpeg), windows(crops.patch), crops.quality
 
 
 class RandomJpegPairs(Dataset):
@@ -194,11 +197,13 @@ class FixedJpegPairs(Dataset):
         for photo in photos:
             height, width = photo.shape[:2]
             for _ in range(crops_per_photo):
-                for _attempt in range(10):  # a crop of one flat colour measures nothing (its JPEG is exact): redraw
+                # A crop of one flat colour measures nothing (its JPEG is exact or nearly: an infinite or huge PSNR
+                # that swamps the means): it is drawn again, which moves the seeded crops after it.
+                for _attempt in range(10):
                     top = int(rng.integers(0, height - crop_size + 1))
                     left = int(rng.integers(0, width - crop_size + 1))
                     crop = np.ascontiguousarray(photo[top : top + crop_size, left : left + crop_size])
-                    if crop.min() != crop.max():
+                    if (crop != crop[:1, :1]).any():
                         break
                 quality = qualities[len(self.pairs) % len(qualities)]
                 jpeg = jpeg_roundtrip_array(crop, quality, subsampling)

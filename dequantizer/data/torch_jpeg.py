@@ -17,7 +17,6 @@ Everything is integer arithmetic, so the coefficients and pixels equal Pillow's,
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from dequantizer.data.images import IJG_LUMINANCE, SUBSAMPLINGS
 
@@ -32,12 +31,17 @@ CHROMA_FACTORS = {"4:4:4": (1, 1), "4:2:2": (2, 1), "4:2:0": (2, 2)}
 assert CHROMA_FACTORS.keys() == SUBSAMPLINGS.keys()
 
 
+_BASE_TABLES: dict[torch.device, torch.Tensor] = {}
+
+
 def quantization_tables(quality: torch.Tensor) -> torch.Tensor:
     """libjpeg's ``jpeg_set_quality`` (baseline): B x 2 x 8 x 8 luma and chroma steps for B qualities 1-100."""
     quality = quality.to(torch.int64).clamp(1, 100)
     scale = torch.where(quality < 50, 5000 // quality, 200 - 2 * quality)  # integer division, as libjpeg's
-    base = torch.tensor([IJG_LUMINANCE.tolist(), IJG_CHROMINANCE], dtype=torch.int64, device=quality.device)
-    steps = (base[None] * scale[:, None, None] + 50) // 100
+    if quality.device not in _BASE_TABLES:  # made once per device: a copy to the GPU would wait for it every batch
+        base = torch.tensor([IJG_LUMINANCE.tolist(), IJG_CHROMINANCE], dtype=torch.int64)
+        _BASE_TABLES[quality.device] = base.to(quality.device)
+    steps = (_BASE_TABLES[quality.device][None] * scale[:, None, None] + 50) // 100
     return steps.clamp(1, 255).reshape(-1, 2, 8, 8)
 
 
@@ -83,23 +87,39 @@ def fancy_upsample(plane: torch.Tensor, horizontal: int, vertical: int) -> torch
     if width <= 2:  # libjpeg falls back to plain replication for such narrow planes
         return plane.repeat_interleave(vertical, -2).repeat_interleave(horizontal, -1)
     if vertical == 2:
-        padded = F.pad(plane[:, None].float(), (0, 0, 1, 1), mode="replicate")[:, 0].to(plane.dtype)
+        padded = _replicate(plane, dim=1, before=1, after=1)
         above, below = 3 * plane + padded[:, :-2], 3 * plane + padded[:, 2:]
         rows = torch.stack([above, below], 2).flatten(1, 2)  # column sums, x4
-        padded = F.pad(rows[:, None].float(), (1, 1, 0, 0), mode="replicate")[:, 0].to(plane.dtype)
+        padded = _replicate(rows, dim=2, before=1, after=1)
         left = (3 * rows + padded[..., :-2] + 8) >> 4
         right = (3 * rows + padded[..., 2:] + 7) >> 4
     else:
-        padded = F.pad(plane[:, None].float(), (1, 1, 0, 0), mode="replicate")[:, 0].to(plane.dtype)
+        padded = _replicate(plane, dim=2, before=1, after=1)
         left = (3 * plane + padded[..., :-2] + 1) >> 2
         right = (3 * plane + padded[..., 2:] + 2) >> 2
     return torch.stack([left, right], -1).flatten(-2)
 
 
+def _replicate(plane: torch.Tensor, dim: int, before: int, after: int) -> torch.Tensor:
+    """``plane`` with its first and last slices along ``dim`` repeated ``before`` and ``after`` times (integer
+    tensors: ``F.pad``'s replicate mode wants floats)."""
+    first, last = plane.narrow(dim, 0, 1), plane.narrow(dim, plane.shape[dim] - 1, 1)
+    repeats = [1] * plane.dim()
+    parts = []
+    if before:
+        repeats[dim] = before
+        parts.append(first.repeat(repeats))
+    parts.append(plane)
+    if after:
+        repeats[dim] = after
+        parts.append(last.repeat(repeats))
+    return torch.cat(parts, dim)
+
+
 def _pad_to(plane: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Edge replication to height x width, as libjpeg pads an image to whole MCUs."""
-    pad = (0, width - plane.shape[-1], 0, height - plane.shape[-2])
-    return F.pad(plane[:, None].float(), pad, mode="replicate")[:, 0].to(plane.dtype)
+    """B x H x W samples replicated out to height x width at the bottom and right, as libjpeg pads an image."""
+    plane = _replicate(plane, dim=1, before=0, after=height - plane.shape[1])
+    return _replicate(plane, dim=2, before=0, after=width - plane.shape[2])
 
 
 # libjpeg's accurate integer DCTs (jfdctint.c, jidctint.c: Loeffler, Ligtenberg and Moschytz's, 12 multiplies), in
@@ -161,7 +181,7 @@ def _quantize(coefficients: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
     """libjpeg-turbo's quantisation of the DCT's output (8x the orthonormal coefficients) by 8 x ``steps``:
     |c| + divisor/2 divided by a 16-bit reciprocal multiply (jcdctmgr.c's compute_reciprocal), sign restored."""
     divisor = steps.to(torch.int64) * 8
-    bits = torch.floor(torch.log2(divisor.double())).to(torch.int64)  # divisors are 8-2040: exact
+    bits = torch.frexp(divisor.double())[1].to(torch.int64) - 1  # floor(log2), exactly
     shift = 16 + bits
     reciprocal, remainder = (1 << shift) // divisor, (1 << shift) % divisor
     correction = divisor // 2
@@ -185,12 +205,12 @@ def _quantize_blocks(plane: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
 
 def _decode_blocks(levels: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
     """Quantised coefficients -> B x H x W samples: dequantise, inverse DCT (columns, then rows), level shift and
-    libjpeg's range limit (which wraps values beyond +-512 first, as corrupt data would)."""
+    clamping to 0-255 (libjpeg-turbo's SIMD inverse DCT saturates; its C code would wrap values beyond +-512)."""
     batch, rows, columns = levels.shape[:3]
     dequantized = levels * steps[:, None, None].to(torch.int64)
     columns_done = _idct_1d(dequantized.transpose(-1, -2), CONST_BITS - PASS1_BITS).transpose(-1, -2)
     samples = _idct_1d(columns_done, CONST_BITS + PASS1_BITS + 3)
-    samples = (((samples + 512) & 1023) - 512 + 128).clamp(0, 255).to(torch.int32)
+    samples = (samples + 128).clamp(0, 255).to(torch.int32)
     return samples.transpose(2, 3).reshape(batch, rows * 8, columns * 8)
 
 
