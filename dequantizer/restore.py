@@ -336,6 +336,33 @@ def quality_from_pixels(rgb: np.ndarray, restorer: Restorer) -> int | None:
     return 100 if restorer.predict_quality(crop) >= UNCOMPRESSED_HEAD_QUALITY else None
 
 
+@dataclass(frozen=True)
+class QualityChoice:
+    """The JPEG quality an image is restored for, and where it came from: "user" (``quality=``), "tables" (the file's
+    quantization tables), "recorded" (the text chunk of ``quantize --format png``), "pixels" (the quantization steps
+    the decoded pixels sit on), "head" (the model reads it: 100 for a nearly lossless image, None for tile by tile)."""
+
+    quality: int | None
+    source: str
+
+    def __str__(self) -> str:
+        quality = "each tile's own" if self.quality is None else f"q{self.quality}"
+        return f"restored as {quality} (from the {self.source})"
+
+
+def choose_quality(image: Image.Image, restorer: Restorer, quality: int | None = None) -> QualityChoice:
+    """What ``restore_image`` restores ``image`` for: ``quality`` if given, else what the file's tables say, else
+    (quality-aware models) what its pixels say (``quality_from_pixels``)."""
+    if quality is not None:
+        return QualityChoice(quality, "user")
+    named = estimate_jpeg_quality(image)
+    if named is not None:
+        return QualityChoice(named, "tables" if getattr(image, "quantization", None) else "recorded")
+    rgb = np.asarray(split_alpha(ImageOps.exif_transpose(image))[0])
+    read = quality_from_pixels(rgb, restorer)
+    return QualityChoice(read, "pixels" if read is not None and read < 100 else "head")
+
+
 def restore_image(image: Image.Image, restorer: Restorer, quality: int | None = None) -> Image.Image:
     """Restore a PIL image of any mode: EXIF orientation applied, alpha passed through (resized with the image if
     the model upsamples), greyscale stays greyscale; the ICC profile and EXIF (orientation reset) kept in ``info``.
@@ -346,16 +373,16 @@ def restore_image(image: Image.Image, restorer: Restorer, quality: int | None = 
     ``max_quality`` (where it was measured to do more harm than good), and for a grey image of quality 100, the
     pixels are passed through unchanged.
     """
-    if quality is None:
-        quality = estimate_jpeg_quality(image)
+    choice = choose_quality(image, restorer, quality)
     image = ImageOps.exif_transpose(image)  # its EXIF (camera, date, GPS) kept, the orientation tag removed
     icc_profile, exif = image.info.get("icc_profile"), image.info.get("exif")
     rgb, alpha = split_alpha(image)
     # A grey photo stored as RGB (a grey JPEG decodes with R = G = B exactly) holds no colour to restore.
     greyscale = image.mode in GREYSCALE_MODES or is_grey(np.asarray(rgb))
     max_quality = restorer.metadata.get("max_quality")
-    gated = quality is not None and max_quality is not None and quality > max_quality
-    condition = quality if quality is not None else quality_from_pixels(np.asarray(rgb), restorer)
+    condition = choice.quality
+    told = choice.source in ("user", "tables", "recorded")  # max_quality was measured on named qualities
+    gated = told and max_quality is not None and condition > max_quality
     # A grey JPEG of quality 100 lost nothing but the rounding of its DCT coefficients to integers (58-61 dB): told
     # 100, `blind` moved the grey photos by -0.22..+0.01 dB there, so their pixels are kept.
     if restorer.scale == 1 and (gated or (greyscale and condition == 100)):
