@@ -112,7 +112,7 @@ def _dequantize(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from dequantizer.data.images import save_image_atomic
-    from dequantizer.restore import get_restorer, open_image, restore_image
+    from dequantizer.restore import choose_quality, get_restorer, open_image, restore_image
 
     if args.quality is not None:
         from dequantizer.data.images import check_quality
@@ -132,10 +132,14 @@ def _dequantize(args: argparse.Namespace) -> int:
             skipped += 1
             continue
         try:
-            restored = restore_image(open_image(path), restorer, args.quality)
+            image = open_image(path)
+            choice = choose_quality(image, restorer, args.quality)
+            restored = restore_image(image, restorer, choice=choice)
             options = {key: restored.info[key] for key in ("icc_profile", "exif") if restored.info.get(key)}
             with _writing(target):
                 save_image_atomic(restored, target, **options)
+            if not args.quiet:
+                tqdm.write(f"{path} -> {target}: {choice}")
         except DequantizerError as error:
             _error(str(error))
             failures += 1
@@ -259,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--ensemble", type=int, default=1, choices=[1, 2, 4, 8],
                              help="self-ensemble: restore this many views of each image (2: mirrored, 4: flipped, "
                                   "8: flipped and transposed) and average them; better, and that many times slower")
-        command.add_argument("--quiet", action="store_true", help="no progress bar")
+        command.add_argument("--quiet", action="store_true", help="no progress bar, no line per restored file")
 
     dequantize = commands.add_parser("dequantize", help="restore JPEG-damaged images (files or folders)")
     dequantize.add_argument("inputs", nargs="+", type=Path)

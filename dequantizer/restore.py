@@ -19,7 +19,14 @@ from hydra.utils import instantiate
 from PIL import Image, ImageOps
 from torch import nn
 
-from dequantizer.data.images import GREYSCALE_MODES, estimate_jpeg_quality, jpeg_history, read_image, split_alpha
+from dequantizer.data.images import (
+    GREYSCALE_MODES,
+    earlier_jpeg,
+    estimate_jpeg_quality,
+    jpeg_history,
+    read_image,
+    split_alpha,
+)
 from dequantizer.errors import DequantizerError
 from dequantizer.models import to_model_range, to_unit_range
 from dequantizer.weights import generator_state_from_checkpoint, load_generator_state, read_checkpoint, read_metadata
@@ -320,15 +327,16 @@ UNCOMPRESSED_HEAD_QUALITY = 97
 
 def quality_from_pixels(rgb: np.ndarray, restorer: Restorer) -> int | None:
     """For an image without tables and a quality-aware model: the quality of the JPEG that the pixels were last
-    decoded from, read from the quantization steps their DCT coefficients sit on (``jpeg_history``); where there are
-    none, 100 if the model's head reads the image as nearly lossless, else None (the head then predicts the quality
-    tile by tile: a resized JPEG, another encoder's tables coarser than about q75, or any JPEG too coarse to leave
-    its steps)."""
+    decoded from, read from the quantization steps their DCT coefficients sit on (``jpeg_history``), or of a harsher
+    one before it whose steps they still show (``earlier_jpeg``); where there are none, 100 if the model's head reads
+    the image as nearly lossless, else None (the head then predicts the quality tile by tile: a resized JPEG, another
+    encoder's tables coarser than about q75, or any JPEG too coarse to leave its steps)."""
     if not hasattr(restorer.generator, "quality_head"):
         return None
     history = jpeg_history(rgb)
     if history is not None:
-        return history[0]
+        earlier = earlier_jpeg(rgb, history[0])  # saved twice, the first time harsher: restored for the first
+        return history[0] if earlier is None else earlier[0]
     side = min(256, rgb.shape[0] // 8 * 8, rgb.shape[1] // 8 * 8)
     if side < 8:
         return None
@@ -356,14 +364,22 @@ def choose_quality(image: Image.Image, restorer: Restorer, quality: int | None =
     if quality is not None:
         return QualityChoice(quality, "user")
     named = estimate_jpeg_quality(image)
-    if named is not None:
+    aware = hasattr(restorer.generator, "quality_head")
+    if named is not None and not aware:
         return QualityChoice(named, "tables" if getattr(image, "quantization", None) else "recorded")
     rgb = np.asarray(split_alpha(ImageOps.exif_transpose(image))[0])
+    if named is not None:
+        # The pixels may carry harsher damage than the last tables say: a JPEG saved again at a milder quality.
+        earlier = earlier_jpeg(rgb, named)
+        if earlier is None:
+            return QualityChoice(named, "tables" if getattr(image, "quantization", None) else "recorded")
+        return QualityChoice(earlier[0], f"pixels: an earlier JPEG under the file's q{named}")
     read = quality_from_pixels(rgb, restorer)
     return QualityChoice(read, "pixels" if read is not None and read < 100 else "head")
 
 
-def restore_image(image: Image.Image, restorer: Restorer, quality: int | None = None) -> Image.Image:
+def restore_image(image: Image.Image, restorer: Restorer, quality: int | None = None, *,
+                  choice: QualityChoice | None = None) -> Image.Image:
     """Restore a PIL image of any mode: EXIF orientation applied, alpha passed through (resized with the image if
     the model upsamples), greyscale stays greyscale; the ICC profile and EXIF (orientation reset) kept in ``info``.
 
@@ -373,7 +389,7 @@ def restore_image(image: Image.Image, restorer: Restorer, quality: int | None = 
     ``max_quality`` (where it was measured to do more harm than good), and for a grey image of quality 100, the
     pixels are passed through unchanged.
     """
-    choice = choose_quality(image, restorer, quality)
+    choice = choice or choose_quality(image, restorer, quality)  # made already by a caller that reports it
     image = ImageOps.exif_transpose(image)  # its EXIF (camera, date, GPS) kept, the orientation tag removed
     icc_profile, exif = image.info.get("icc_profile"), image.info.get("exif")
     rgb, alpha = split_alpha(image)

@@ -92,15 +92,25 @@ def luma(pixels: np.ndarray) -> np.ndarray:
     return pixels.astype(np.float64) if pixels.ndim == 2 else pixels[..., :3].astype(np.float64) @ BT601
 
 
-def block_grid_origin(pixels: np.ndarray) -> tuple[int, int]:
-    """(row, column) at which the image's strongest 8x8 block grid starts: past a JPEG's block edges, neighbouring
-    rows (columns) differ more than inside its blocks. (0, 0) for a JPEG on its own grid; a crop of a JPEG that did
+def block_grid_origins(pixels: np.ndarray, count: int = 1) -> list[tuple[int, int]]:
+    """(row, column) at which the image's strongest 8x8 block grids start, strongest first (the ``count`` strongest
+    row phases crossed with the ``count`` strongest column phases): past a JPEG's block edges, neighbouring rows
+    (columns) differ more than inside its blocks. (0, 0) first for a JPEG on its own grid; a crop of a JPEG that did
     not start on a block edge has its grid elsewhere. On a clean photo the answer is noise."""
     plane = luma(pixels)
     rows, columns = np.abs(np.diff(plane, axis=0)).mean(axis=1), np.abs(np.diff(plane, axis=1)).mean(axis=0)
-    # Difference k is between pixels k and k+1: a peak at offset k puts a block edge before pixel k + 1.
-    edge = lambda profile: (int(np.argmax([profile[k::8].mean() for k in range(min(8, len(profile)))])) + 1) % 8  # noqa: E731
-    return edge(rows), edge(columns)
+
+    def edges(profile: np.ndarray) -> list[int]:
+        # Difference k is between pixels k and k+1: a peak at offset k puts a block edge before pixel k + 1.
+        strength = [profile[k::8].mean() for k in range(min(8, len(profile)))]
+        return [(int(k) + 1) % 8 for k in np.argsort(strength)[::-1][:count]]
+
+    return [(row, column) for row in edges(rows) for column in edges(columns)]
+
+
+def block_grid_origin(pixels: np.ndarray) -> tuple[int, int]:
+    """The strongest of ``block_grid_origins``."""
+    return block_grid_origins(pixels)[0]
 
 
 # The orthonormal 8-point DCT-II, which is JPEG's: the 2-D transform of a block B is DCT @ B @ DCT.T.
@@ -178,6 +188,74 @@ def tables_agree(table: np.ndarray, steps: np.ndarray) -> bool:
     return not known.any() or bool(np.median(np.abs(table[known] - steps[known]) / steps[known]) <= 0.1)
 
 
+def best_fitting_quality(fits: np.ndarray) -> tuple[int | None, float]:
+    """The quality (``LATTICE_QUALITIES`` from 1) whose lattice ``fits`` best, and the fit (-1 where none is known).
+    Qualities within 0.01 of the best (the fit's own noise) fit alike: a coarser table whose steps are multiples of a
+    finer one's (q10 fits q20's steps too), so the coarsest is taken; and neighbours of it whose steps agree on every
+    frequency the image fills, of which the middle one (of two, the higher: the gentler restoration) is taken."""
+    if np.isnan(fits).all():
+        return None, -1.0
+    best = float(np.nanmax(fits))
+    tied = np.flatnonzero(fits >= best - 0.01)
+    run = tied[: next((i for i in range(1, len(tied)) if tied[i] != tied[i - 1] + 1), len(tied))]
+    return LATTICE_QUALITIES[run[len(run) // 2]], best
+
+
+def textured_coefficients(pixels: np.ndarray, top: int, left: int, side: int = 256) -> np.ndarray | None:
+    """The luma DCT coefficients of the more textured of two crops of up to ``side`` px on the block grid that starts
+    at (top, left): the first block and the centre. None where the image holds less than 16 x 16 px there."""
+    height, width = pixels.shape[:2]
+    blocks_high, blocks_wide = (height - top) // 8 * 8, (width - left) // 8 * 8
+    side = min(side, blocks_high, blocks_wide)
+    if side < 16:
+        return None
+    centre = top + (blocks_high - side) // 2 // 8 * 8, left + (blocks_wide - side) // 2 // 8 * 8
+    crops = [luma(pixels[row : row + side, column : column + side]) for row, column in ((top, left), centre)]
+    return dct_coefficients(max(crops, key=lambda crop: float(crop.std())))
+
+
+# A JPEG re-saved at a milder quality (and maybe cropped between: FBCNN's double JPEG) keeps the coarser lattice of
+# the first in its luma's DCT coefficients, on the first one's block grid: they fit a quality at least
+# EARLIER_QUALITY_GAP below the file's own at EARLIER_LATTICE_FIT or more, and better than the file's own quality fits
+# there (less EARLIER_OWN_MARGIN). A single JPEG's coefficients fit a neighbouring coarser quality at most about as
+# well as their own (experiments/real_world.py measures both).
+EARLIER_QUALITY_GAP = 5
+EARLIER_LATTICE_FIT = 0.4
+EARLIER_OWN_MARGIN = 0.05
+
+
+def earlier_lattices(pixels: np.ndarray, quality: int) -> list[tuple[int | None, float, float, tuple[int, int]]]:
+    """For each grid that the pixels' JPEGs may have used (the image's own, then where its block edges are strongest):
+    (the coarser quality that fits best, its fit, the fit of ``quality`` there, the grid's origin)."""
+    height, width = pixels.shape[:2]
+    origins = [(0, 0)]
+    if min(height, width) > 16:
+        top, left = max(0, (height - 1024) // 2 // 8 * 8), max(0, (width - 1024) // 2 // 8 * 8)
+        origins += block_grid_origins(pixels[top : top + 1024, left : left + 1024], count=2)
+    found = []
+    for top, left in dict.fromkeys(origins):
+        coefficients = textured_coefficients(pixels, top, left)
+        if coefficients is None:
+            continue
+        fits = lattice_fit(coefficients)
+        coarser, best = best_fitting_quality(fits[: max(0, quality - EARLIER_QUALITY_GAP)])
+        own = fits[quality - 1] if quality <= len(fits) and not np.isnan(fits[quality - 1]) else -1.0
+        found.append((coarser, best, float(own), (top, left)))
+    return found
+
+
+def earlier_jpeg(pixels: np.ndarray, quality: int) -> tuple[int, float, tuple[int, int]] | None:
+    """(quality, fit, grid origin) of a coarser JPEG that these HxWx3 (or HxW grey) pixels went through before the
+    last one, of ``quality`` (what the file's tables name); None for a single JPEG, or an earlier one too mild to
+    leave its lattice."""
+    candidates = [(best, coarser, origin) for coarser, best, own, origin in earlier_lattices(pixels, quality)
+                  if best >= EARLIER_LATTICE_FIT and best >= own - EARLIER_OWN_MARGIN]  # fmt: skip
+    if not candidates:
+        return None
+    best, coarser, origin = max(candidates)
+    return coarser, best, origin
+
+
 def jpeg_history(pixels: np.ndarray) -> tuple[int, float, tuple[int, int]] | None:
     """(quality, fit, grid origin) of the JPEG that these HxWx3 (or HxW grey) pixels were last decoded from, read
     from the pixels alone, in the more textured of two 256-pixel crops (top left, centre), at the image's origin or
@@ -194,26 +272,14 @@ def jpeg_history(pixels: np.ndarray) -> tuple[int, float, tuple[int, int]] | Non
         top, left = max(0, (height - 1024) // 2 // 8 * 8), max(0, (width - 1024) // 2 // 8 * 8)
         origins.append(block_grid_origin(pixels[top : top + 1024, left : left + 1024]))
     for top, left in dict.fromkeys(origins):
-        blocks_high, blocks_wide = (height - top) // 8 * 8, (width - left) // 8 * 8
-        side = min(256, blocks_high, blocks_wide)
-        if side < 16:
+        coefficients = textured_coefficients(pixels, top, left)
+        if coefficients is None:
             continue
-        centre = top + (blocks_high - side) // 2 // 8 * 8, left + (blocks_wide - side) // 2 // 8 * 8
-        crops = [luma(pixels[row : row + side, column : column + side]) for row, column in ((top, left), centre)]
-        coefficients = dct_coefficients(max(crops, key=lambda crop: float(crop.std())))
-        fits = lattice_fit(coefficients)
-        best = float(np.nanmax(fits)) if not np.isnan(fits).all() else -1.0
-        quality = None
-        if best > LATTICE_FIT:
-            # Qualities within 0.01 of the best (the fit's own noise) fit alike: a coarser table whose steps are
-            # multiples of a finer one's (q10 fits q20's steps too), so the coarsest is taken; and neighbours of it
-            # whose steps agree on every frequency the image fills, of which the middle one (of two, the higher:
-            # the gentler restoration) is taken.
-            tied = np.flatnonzero(fits >= best - 0.01)
-            run = tied[: next((i for i in range(1, len(tied)) if tied[i] != tied[i - 1] + 1), len(tied))]
-            quality = LATTICE_QUALITIES[run[len(run) // 2]]
-            if best >= STRONG_LATTICE_FIT:
-                return quality, best, (top, left)
+        quality, best = best_fitting_quality(lattice_fit(coefficients))
+        if best >= STRONG_LATTICE_FIT:
+            return quality, best, (top, left)
+        if best <= LATTICE_FIT:
+            quality = None
         steps, step_fits = quantization_steps(coefficients)
         steps_read = (~np.isnan(steps)).sum() >= 6  # enough frequencies to name a table
         if quality is not None and (not steps_read or tables_agree(ijg_luminance_table(quality), steps)):
