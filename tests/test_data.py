@@ -72,38 +72,48 @@ def test_training_pairs_are_aligned_and_their_jpeg_grid_shifts_as_asked(tmp_path
 
 
 @pytest.mark.parametrize("subsampling", ["4:2:0", "4:4:4"])
-def test_torch_jpeg_batches_are_the_pillow_pairs(tmp_path, subsampling):
+@pytest.mark.parametrize("double_fraction, other_subsampling_fraction", [(0.0, 0.0), (0.5, 0.5)])
+def test_torch_jpeg_batches_are_the_pillow_pairs(tmp_path, subsampling, double_fraction, other_subsampling_fraction):
     """data.jpeg=torch: the workers return crops, the batch is compressed after the transfer; with the same random
-    draws the pairs are Pillow's, pixel for pixel (grey crops, shifted grids and photos too small for the full
-    margin included)."""
+    draws the pairs are Pillow's, pixel for pixel (grey crops, shifted grids, double JPEGs cropped between or not,
+    other subsamplings, and photos too small for the full margins included)."""
     import random
 
-    folders = make_photos(tmp_path / "large", 3, size=(56, 52)), make_photos(tmp_path / "small", 2, size=(44, 46))
+    folders = make_photos(tmp_path / "large", 3, size=(64, 60)), make_photos(tmp_path / "small", 2, size=(44, 46))
     photos = [np.asarray(Image.open(path).convert("RGB")) for folder in folders for path in sorted(folder.iterdir())]
-    options = dict(crop_size=40, quality=(1, 100), length=16, subsampling=subsampling, greyscale_fraction=0.3)
+    options = dict(crop_size=40, quality=(1, 100), length=32, subsampling=subsampling, greyscale_fraction=0.3,
+                   double_fraction=double_fraction, other_subsampling_fraction=other_subsampling_fraction)
     reference, crops = RandomJpegPairs(photos, **options), RandomJpegPairs(photos, **options, make_jpeg=False)
     random.seed(5)
-    expected = [reference[index] for index in range(16)]
+    expected = [reference[index] for index in range(32)]
     random.seed(5)
-    batch = torch.utils.data.default_collate([crops[index] for index in range(16)])
-    assert isinstance(batch, Crops) and batch.patch.shape == (16, 3, 48, 48)
-    jpeg, target, quality = pairs_from_crops(batch, 40, subsampling)
+    batch = torch.utils.data.default_collate([crops[index] for index in range(32)])
+    assert isinstance(batch, Crops) and batch.patch.shape == (32, 3, 56, 56)
+    jpeg, target, quality = pairs_from_crops(batch, 40)
     exact = 0
     for index, (want_jpeg, want_target, want_quality) in enumerate(expected):
         assert torch.equal(target[index], want_target) and quality[index] == want_quality
-        if min(photos[index % len(photos)].shape[:2]) >= 48:  # the full 8-px margin: Pillow's JPEG exactly
+        margins = 8 + (8 if batch.second[index] else 0)
+        if min(photos[index % len(photos)].shape[:2]) >= 40 + margins:  # full margins: Pillow's JPEG exactly
             assert torch.equal(jpeg[index], want_jpeg), index
             exact += 1
-        else:  # padded to the batch's size: at most the chroma near the edge moves
-            assert (jpeg[index].int() - want_jpeg.int()).abs().float().mean() < 0.5
-    assert exact == 10
+        elif not batch.second[index]:  # padded to the batch's size: at most the chroma near the edge moves
+            assert (jpeg[index].int() - want_jpeg.int()).abs().float().mean() < 1
+        # (a double JPEG of a photo too small for its margins: the torch path's first JPEG sees the padded edge, a
+        # double JPEG all the same, of the photo's edge replicated)
+    assert exact >= 19
+    if double_fraction:  # the draws reach every kind
+        doubles = batch.second > 0
+        assert 0 < doubles.sum() < 32 and (batch.between_top[doubles] + batch.between_left[doubles] > 0).any()
+        assert (quality[doubles] == torch.minimum(batch.quality, batch.second)[doubles]).all()
+        assert len(batch.subsampling.unique()) >= 2
 
 
 def test_datamodule_makes_torch_jpeg_pairs_after_the_transfer(tmp_path):
     dm = datamodule(make_photos(tmp_path / "photos"), samples_per_epoch=8, jpeg="torch")
     dm.setup()
     crops = next(iter(dm.train_dataloader()))
-    assert isinstance(crops, Crops) and crops.patch.shape == (4, 3, 40, 40)
+    assert isinstance(crops, Crops) and crops.patch.shape == (4, 3, 48, 48)
     jpeg, target, quality = dm.on_after_batch_transfer(crops, 0)
     assert jpeg.shape == target.shape == (4, 3, 32, 32) and jpeg.dtype == torch.uint8
     assert (quality == 30).all() and (jpeg != target).any()

@@ -27,9 +27,10 @@ def checkpoint_callback_state(checkpoint):
 
 def test_training_with_torch_jpeg_pairs(tmp_path, samples_dir):
     """data.jpeg=torch: the workers only crop and Lightning hands the batch to the DataModule, after the transfer,
-    to be compressed; the run trains and validates as with Pillow."""
+    to be compressed (double JPEGs and other subsamplings among them); the run trains and validates as with Pillow."""
     result = run_train(tmp_path, *QUICK, "data.jpeg=torch", "data.num_workers=1", "trainer.max_epochs=1",
-                       "test=false", samples=samples_dir)
+                       "data.double_fraction=0.5", "data.other_subsampling_fraction=0.5", "test=false",
+                       samples=samples_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "val PSNR" in result.stderr + result.stdout
 

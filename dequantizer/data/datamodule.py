@@ -15,6 +15,7 @@ import json
 import logging
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -98,35 +99,93 @@ def draw_quality(quality: tuple[int, int], focus: Focus) -> int:
     return random.randint(*quality)
 
 
+SUBSAMPLING_NAMES = list(SUBSAMPLINGS)  # a crop's subsampling travels as its index here
+
+
+@dataclass
+class Draw:
+    """One training sample's random draws: the clean patch (the side of the image the last JPEG compresses, which is
+    the crop and its grid-shift margin, and for a double JPEG the margin of the crop between the two), that side,
+    the JPEG quality (the first one's, for a double JPEG), the second quality (0: a single JPEG), the crop between
+    the two JPEGs, the training window's start, and the chroma subsampling."""
+
+    patch: np.ndarray
+    side: int
+    quality: int
+    second: int
+    between: tuple[int, int]
+    window: tuple[int, int]
+    subsampling: str
+
+    @property
+    def told(self) -> int:
+        """The quality the model is told: the damage the pixels carry, that is the harsher of the two."""
+        return min(self.quality, self.second) if self.second else self.quality
+
+
 class Crops(NamedTuple):
-    """A training sample before its JPEG (``data.jpeg=torch``): the crop with its grid-shift margin (uint8 C x S x S,
-    S = crop + 8), the quality, and where the training window starts in it. Collated, every field gains a batch
-    axis; ``JpegDataModule.on_after_batch_transfer`` turns the batch into pairs on the device."""
+    """A training sample before its JPEGs (``data.jpeg=torch``): the patch (uint8 C x S x S, S = crop + 16: the
+    sample's margins, padded as JPEG pads edges), the first quality, the second (0 for a single JPEG), the crop
+    between the two JPEGs, the training window's start and the subsampling (an index into ``SUBSAMPLING_NAMES``).
+    Collated, every field gains a batch axis; ``JpegDataModule.on_after_batch_transfer`` turns the batch into pairs
+    on the device."""
 
     patch: torch.Tensor
     quality: int | torch.Tensor  # tensors of B once collated
+    second: int | torch.Tensor
+    between_top: int | torch.Tensor
+    between_left: int | torch.Tensor
     top: int | torch.Tensor
     left: int | torch.Tensor
+    subsampling: int | torch.Tensor
 
 
-def pairs_from_crops(crops: Crops, crop_size: int, subsampling: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A batch of ``Crops`` -> (jpeg, target, quality) as the workers would make them with Pillow: each patch
-    compressed whole, then the ``crop_size`` window at (top, left) taken from it and from the original."""
-    jpeg = jpeg_roundtrip(crops.patch, crops.quality, subsampling)
-    window = torch.arange(crop_size, device=crops.patch.device)
-    channels, side = crops.patch.shape[1], crops.patch.shape[-1]
-    rows = (crops.top[:, None] + window)[:, None, :, None].expand(-1, channels, -1, side)
-    columns = (crops.left[:, None] + window)[:, None, None, :].expand(-1, channels, crop_size, -1)
+def take_windows(images: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor, size: int) -> torch.Tensor:
+    """The ``size`` x ``size`` window of each image (B x C x H x W) that starts at its (top, left)."""
+    offsets = torch.arange(size, device=images.device)
+    channels, width = images.shape[1], images.shape[-1]
+    rows = (tops[:, None] + offsets)[:, None, :, None].expand(-1, channels, -1, width)
+    columns = (lefts[:, None] + offsets)[:, None, None, :].expand(-1, channels, size, -1)
+    return images.gather(2, rows).gather(3, columns)
 
-    def windows(images: torch.Tensor) -> torch.Tensor:
-        return images.gather(2, rows).gather(3, columns)
 
-    return windows(jpeg), windows(crops.patch), crops.quality
+def jpeg_by_subsampling(images: torch.Tensor, quality: torch.Tensor, subsampling: torch.Tensor) -> torch.Tensor:
+    """``torch_jpeg.jpeg_roundtrip`` of each image with its own subsampling (one call per subsampling present)."""
+    result = torch.empty_like(images)
+    for index in subsampling.unique().tolist():
+        chosen = subsampling == index
+        result[chosen] = jpeg_roundtrip(images[chosen], quality[chosen], SUBSAMPLING_NAMES[index])
+    return result
+
+
+def pairs_from_crops(crops: Crops, crop_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch of ``Crops`` -> (jpeg, target, told quality) as the workers would make them with Pillow: a double
+    JPEG's patch compressed at its first quality, cropped, compressed at its second; a single one's compressed once;
+    then the ``crop_size`` window at (top, left)."""
+    size = crop_size + GRID_SHIFT
+    clean = take_windows(crops.patch, crops.between_top, crops.between_left, size)
+    double = crops.second > 0
+    jpeg = torch.empty_like(clean)
+    single = ~double
+    if single.any():
+        jpeg[single] = jpeg_by_subsampling(clean[single], crops.quality[single], crops.subsampling[single])
+    if double.any():
+        first = jpeg_by_subsampling(crops.patch[double], crops.quality[double], crops.subsampling[double])
+        first = take_windows(first, crops.between_top[double], crops.between_left[double], size)
+        jpeg[double] = jpeg_by_subsampling(first, crops.second[double], crops.subsampling[double])
+    told = torch.where(double, torch.minimum(crops.quality, crops.second), crops.quality)
+    return (take_windows(jpeg, crops.top, crops.left, crop_size), take_windows(clean, crops.top, crops.left, crop_size),
+            told)  # fmt: skip
 
 
 class RandomJpegPairs(Dataset):
     """``length`` random training pairs per epoch, cycling through the photos; with ``make_jpeg=False``, the
-    ``Crops`` they are made from (the same random draws)."""
+    ``Crops`` they are made from (the same random draws).
+
+    ``double_fraction`` of the crops are compressed twice, as photos saved again are: at a first quality, then (half of
+    them cropped by 1-7 px first, off the first one's block grid) at a second, both drawn as single JPEGs' are; the
+    model is told the harsher. ``other_subsampling_fraction`` of the crops use 4:4:4 or 4:2:2 (half each) instead of
+    ``subsampling``."""
 
     def __init__(
         self,
@@ -139,6 +198,8 @@ class RandomJpegPairs(Dataset):
         grid_shift_fraction: float = 1.0,
         greyscale_fraction: float = 0.0,
         make_jpeg: bool = True,
+        double_fraction: float = 0.0,
+        other_subsampling_fraction: float = 0.0,
     ):
         self.photos, self.crop_size, self.quality = photos, crop_size, quality
         self.greyscale_fraction = greyscale_fraction
@@ -146,16 +207,20 @@ class RandomJpegPairs(Dataset):
         self.focus = focus or []
         self.grid_shift_fraction = grid_shift_fraction
         self.make_jpeg = make_jpeg
+        self.double_fraction, self.other_subsampling_fraction = double_fraction, other_subsampling_fraction
+        self.other_subsamplings = [name for name in SUBSAMPLINGS if name in ("4:4:4", "4:2:2") and name != subsampling]
 
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int] | Crops:
+    def draw(self, index: int) -> Draw:
         # `random` is seeded per worker by Lightning (seed_everything(workers=True)).
         photo = self.photos[index % len(self.photos)]
         height, width = photo.shape[:2]
         shift = min(GRID_SHIFT, height - self.crop_size, width - self.crop_size)
-        size = self.crop_size + shift
+        double = self.double_fraction > 0 and random.random() < self.double_fraction
+        margin = min(GRID_SHIFT, height - self.crop_size - shift, width - self.crop_size - shift) if double else 0
+        size = self.crop_size + shift + margin
         top, left = random.randint(0, height - size), random.randint(0, width - size)
         patch = photo[top : top + size, left : left + size]
         patch = np.rot90(patch, random.randint(0, 3))
@@ -166,18 +231,39 @@ class RandomJpegPairs(Dataset):
             # Grey photos stored as RGB: their JPEG has flat chroma, and the restorer must not invent colour.
             patch = np.repeat(np.asarray(Image.fromarray(patch).convert("L"))[..., None], 3, axis=2)
         quality = draw_quality(self.quality, self.focus)
+        second, between = 0, (0, 0)
+        if double:
+            second = draw_quality(self.quality, self.focus)
+            if margin and random.random() < 0.5:  # cropped between the two, off the first one's grid
+                between = (random.randint(0, margin), random.randint(0, margin))
+        subsampling = self.subsampling
+        if self.other_subsamplings and random.random() < self.other_subsampling_fraction:
+            subsampling = random.choice(self.other_subsamplings)
         dy, dx = random.randint(0, shift), random.randint(0, shift)
         if random.random() >= self.grid_shift_fraction:
             dy = dx = 0  # on the JPEG grid
+        return Draw(patch, self.crop_size + shift, quality, second, between, (dy, dx), subsampling)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int] | Crops:
+        draw = self.draw(index)
         if not self.make_jpeg:
-            # Batched patches share one size: a photo too small for the full margin is padded as JPEG pads its edges
+            # Batched patches share one size: a patch smaller than both margins is padded as JPEG pads its edges
             # (replicated), which changes only the chroma of its last few rows and columns.
-            margin = self.crop_size + GRID_SHIFT - size
-            patch = np.pad(patch, ((0, margin), (0, margin), (0, 0)), mode="edge")
-            return Crops(to_tensor(patch), quality, dy, dx)
-        jpeg = jpeg_roundtrip_array(patch, quality, self.subsampling)
+            pad = self.crop_size + 2 * GRID_SHIFT - draw.patch.shape[0]
+            patch = np.pad(draw.patch, ((0, pad), (0, pad), (0, 0)), mode="edge")
+            return Crops(to_tensor(patch), draw.quality, draw.second, *draw.between, *draw.window,
+                         SUBSAMPLING_NAMES.index(draw.subsampling))  # fmt: skip
+        (top, left), side = draw.between, draw.side
+        clean = np.ascontiguousarray(draw.patch[top : top + side, left : left + side])
+        if draw.second:
+            first = jpeg_roundtrip_array(draw.patch, draw.quality, draw.subsampling)
+            first = np.ascontiguousarray(first[top : top + side, left : left + side])
+            jpeg = jpeg_roundtrip_array(first, draw.second, draw.subsampling)
+        else:
+            jpeg = jpeg_roundtrip_array(clean, draw.quality, draw.subsampling)
+        dy, dx = draw.window
         window = np.s_[dy : dy + self.crop_size, dx : dx + self.crop_size]
-        return to_tensor(jpeg[window]), to_tensor(patch[window]), quality
+        return to_tensor(jpeg[window]), to_tensor(clean[window]), draw.told
 
 
 class FixedJpegPairs(Dataset):
@@ -229,6 +315,9 @@ class JpegDataModule(L.LightningDataModule):
             None for uniform draws over ``quality``.
         grid_shift_fraction: share of training crops whose 8x8 JPEG grid is shifted; the others sit on the grid.
         greyscale_fraction: share of training crops made grey (R = G = B), so grey photos stay grey.
+        double_fraction: share of training crops compressed twice (half of them cropped between), as photos saved
+            again are; the model is told the harsher quality, the damage the pixels carry.
+        other_subsampling_fraction: share of training crops with 4:4:4 or 4:2:2 chroma instead of ``subsampling``.
         jpeg: who makes the training JPEGs: "pillow" (the loader's workers; the reference) or "torch" (the batch, on
             the training device: the GPU does the work, the workers only crop; the same pixels).
         val_fraction, test_fraction: shares of the photo groups held out to pick the best checkpoint (val) and to
@@ -258,15 +347,21 @@ class JpegDataModule(L.LightningDataModule):
         grid_shift_fraction: float = 1.0,
         greyscale_fraction: float = 0.0,
         jpeg: str = "pillow",
+        double_fraction: float = 0.0,
+        other_subsampling_fraction: float = 0.0,
     ):
         super().__init__()
         self.source = source
         self.quality = parse_quality(quality)
         self.focus = parse_focus(self.quality, focus_quality, focus_fraction)
-        if not all(0 <= value <= 1 for value in (grid_shift_fraction, greyscale_fraction)):
-            raise DequantizerError("data.grid_shift_fraction and data.greyscale_fraction must lie between 0 and 1")
+        fractions = {"grid_shift_fraction": grid_shift_fraction, "greyscale_fraction": greyscale_fraction,
+                     "double_fraction": double_fraction, "other_subsampling_fraction": other_subsampling_fraction}
+        for name, value in fractions.items():
+            if not 0 <= value <= 1:
+                raise DequantizerError(f"data.{name}={value} must lie between 0 and 1")
         self.grid_shift_fraction = grid_shift_fraction
         self.greyscale_fraction = greyscale_fraction
+        self.double_fraction, self.other_subsampling_fraction = double_fraction, other_subsampling_fraction
         if crop_size < 8:
             raise DequantizerError(f"data.crop_size={crop_size} is too small: use at least 8 (one JPEG block)")
         try:
@@ -368,6 +463,7 @@ class JpegDataModule(L.LightningDataModule):
         self.train_set = RandomJpegPairs(
             train_photos, self.crop_size, self.quality, length, self.subsampling,
             self.focus, self.grid_shift_fraction, self.greyscale_fraction, make_jpeg=self.jpeg == "pillow",
+            double_fraction=self.double_fraction, other_subsampling_fraction=self.other_subsampling_fraction,
         )  # fmt: skip
         qualities = validation_qualities(self.quality)
         self.val_set = FixedJpegPairs(
@@ -408,5 +504,5 @@ class JpegDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         # Training batches of data.jpeg=torch arrive as crops, on the training device: compress them there.
         if isinstance(batch, Crops):
-            return pairs_from_crops(batch, self.crop_size, self.subsampling)
+            return pairs_from_crops(batch, self.crop_size)
         return batch
