@@ -46,6 +46,7 @@ class Case:
     subsampling: int = 2  # Pillow's: 0 4:4:4, 1 4:2:2, 2 4:2:0
     progressive: bool = False
     camera_tables: bool = False
+    grey: bool = False
 
     @property
     def kind(self) -> str:
@@ -70,6 +71,10 @@ CASES = [
     Case("camera tables q~85", 85, camera_tables=True),
     Case("camera tables q~60", 60, camera_tables=True),
 ]
+# FBCNN's double JPEG protocol (its main_test_fbcnn_gray_doublejpeg.py): grey, the first JPEG at QF1, cropped by (4, 4),
+# the second at QF2, QF1 and QF2 each of 10, 30, 50; it reports on LIVE1.
+FBCNN_CASES = [Case(f"grey q{first} -> crop (4, 4) -> q{second}", second, first=first, shift=(4, 4), grey=True)
+               for first in (10, 30, 50) for second in (10, 30, 50)]  # fmt: skip
 
 
 def camera_tables(quality: int) -> list[list[int]]:
@@ -103,6 +108,8 @@ def crop_and_resize(rgb: np.ndarray, case: Case) -> np.ndarray:
 
 def degrade(rgb: np.ndarray, case: Case) -> tuple[bytes, np.ndarray]:
     """(the JPEG file, its clean reference)."""
+    if case.grey:
+        rgb = np.asarray(Image.fromarray(rgb).convert("L"))
     reference = crop_and_resize(rgb, case)
     pixels = crop_and_resize(decoded(save_jpeg(rgb, case.first)), case) if case.first else reference
     tables = camera_tables(case.second) if case.camera_tables else None
@@ -110,15 +117,19 @@ def degrade(rgb: np.ndarray, case: Case) -> tuple[bytes, np.ndarray]:
 
 
 def psnr(image: np.ndarray, reference: np.ndarray) -> float:
+    """RGB PSNR as `dequantizer evaluate` computes it (a grey image as its three equal channels)."""
+    if image.ndim == 2:
+        image, reference = (np.repeat(pixels[..., None], 3, axis=2) for pixels in (image, reference))
     return float(photo_metrics(to_unit_tensor(image), to_unit_tensor(reference))[0])
 
 
 def gain(data: bytes, reference: np.ndarray, restorer) -> tuple[float, float, int | None, str]:
     """(JPEG PSNR, the restoration's gain, the quality restored for, where that came from)."""
     image = read_image(io.BytesIO(data), "case")
-    before = psnr(np.asarray(image.convert("RGB")), reference)
+    mode = "L" if reference.ndim == 2 else "RGB"
+    before = psnr(np.asarray(image.convert(mode)), reference)
     choice = choose_quality(image, restorer)
-    after = psnr(np.asarray(restore_image(image, restorer).convert("RGB")), reference)
+    after = psnr(np.asarray(restore_image(image, restorer, choice=choice).convert(mode)), reference)
     return before, after - before, choice.quality, choice.source
 
 
@@ -126,7 +137,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", type=Path, help="clean photos or folders")
     parser.add_argument("--model", default=None, help="a shipped name or weights file (default: the default model)")
-    parser.add_argument("--cases", choices=["all", "double"], default="all")
+    parser.add_argument("--cases", choices=["all", "double", "fbcnn"], default="all",
+                        help="fbcnn: FBCNN's double JPEG protocol (grey, QF1/QF2 of 10, 30, 50, cropped by 4, 4)")
     parser.add_argument("--out", type=Path, help="folder for cases.csv, photos.csv and cases.json")
     args = parser.parse_args()
     photos, failures, jpeg_born = load_photos(image_paths(args.inputs))
@@ -134,15 +146,17 @@ def main() -> None:
         print(failure)
     photos = {path: rgb for path, rgb in photos.items() if path not in jpeg_born and rgb.ndim == 3}
     restorer = get_restorer(args.model)
-    cases = [case for case in CASES if args.cases == "all" or case.kind == "double"]
+    cases = FBCNN_CASES if args.cases == "fbcnn" else [case for case in CASES
+                                                         if args.cases == "all" or case.kind == "double"]
     rows, summary = [], []
-    singles: dict[tuple[str, int, tuple[int, int], float], float] = {}
+    singles: dict[tuple[str, int, tuple[int, int], float, bool], float] = {}
 
     def single_gain(path: str, rgb: np.ndarray, quality: int, case: Case) -> float:
         """The gain on the case's reference as one plain JPEG (IJG tables, 4:2:0) at ``quality``."""
-        key = (path, quality, case.shift, case.scale if quality == case.second else 1.0)
+        key = (path, quality, case.shift, case.scale if quality == case.second else 1.0, case.grey)
         if key not in singles:
-            clean = crop_and_resize(rgb, Case("", quality, shift=case.shift, scale=key[3]))
+            clean = crop_and_resize(np.asarray(Image.fromarray(rgb).convert("L")) if case.grey else rgb,
+                                    Case("", quality, shift=case.shift, scale=key[3]))
             singles[key] = gain(save_jpeg(clean, quality), clean, restorer)[1]
         return singles[key]
 
