@@ -348,14 +348,16 @@ def quality_from_pixels(rgb: np.ndarray, restorer: Restorer) -> int | None:
 class QualityChoice:
     """The JPEG quality an image is restored for, and where it came from: "user" (``quality=``), "tables" (the file's
     quantization tables), "recorded" (the text chunk of ``quantize --format png``), "pixels" (the quantization steps
-    the decoded pixels sit on), "head" (the model reads it: 100 for a nearly lossless image, None for tile by tile)."""
+    the decoded pixels sit on; also those of an earlier, harsher JPEG under a file's tables), "head" (the model reads
+    it: 100 for a nearly lossless image, None for tile by tile), "none" (a model that is not told the quality)."""
 
     quality: int | None
     source: str
 
     def __str__(self) -> str:
-        quality = "each tile's own" if self.quality is None else f"q{self.quality}"
-        return f"restored as {quality} (from the {self.source})"
+        if self.quality is None:
+            return "restored as its model reads each tile" if self.source == "head" else "restored (no quality told)"
+        return f"restored as q{self.quality} (from the {self.source})"
 
 
 def choose_quality(image: Image.Image, restorer: Restorer, quality: int | None = None) -> QualityChoice:
@@ -365,16 +367,16 @@ def choose_quality(image: Image.Image, restorer: Restorer, quality: int | None =
         return QualityChoice(quality, "user")
     named = estimate_jpeg_quality(image)
     aware = hasattr(restorer.generator, "quality_head")
-    if named is not None and not aware:
-        return QualityChoice(named, "tables" if getattr(image, "quantization", None) else "recorded")
-    rgb = np.asarray(split_alpha(ImageOps.exif_transpose(image))[0])
     if named is not None:
-        # The pixels may carry harsher damage than the last tables say: a JPEG saved again at a milder quality.
-        earlier = earlier_jpeg(rgb, named)
+        # The pixels may carry harsher damage than the last tables say: a JPEG saved again at a milder quality. Read
+        # on the file's own block grid, before any EXIF rotation moves it.
+        earlier = earlier_jpeg(np.asarray(split_alpha(image)[0]), named) if aware else None
         if earlier is None:
             return QualityChoice(named, "tables" if getattr(image, "quantization", None) else "recorded")
         return QualityChoice(earlier[0], f"pixels: an earlier JPEG under the file's q{named}")
-    read = quality_from_pixels(rgb, restorer)
+    if not aware:
+        return QualityChoice(None, "none")
+    read = quality_from_pixels(np.asarray(split_alpha(ImageOps.exif_transpose(image))[0]), restorer)
     return QualityChoice(read, "pixels" if read is not None and read < 100 else "head")
 
 
