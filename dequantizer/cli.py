@@ -136,6 +136,8 @@ def _dequantize(args: argparse.Namespace) -> int:
             choice = choose_quality(image, restorer, args.quality)
             restored = restore_image(image, restorer, choice=choice)
             options = {key: restored.info[key] for key in ("icc_profile", "exif") if restored.info.get(key)}
+            if args.format == "webp":
+                options |= {"lossless": True, "exact": True}  # Pillow's WebP is lossy unless told otherwise
             with _writing(target):
                 save_image_atomic(restored, target, **options)
             if not args.quiet:

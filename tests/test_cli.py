@@ -262,3 +262,15 @@ def test_a_self_ensemble_is_one_flag_of_dequantize_and_evaluate(tmp_path, weight
     with pytest.raises(SystemExit):
         main(["dequantize", str(tmp_path / "q20.png"), "--ensemble", "3", "-o", str(tmp_path / "out")])
     assert "--ensemble: invalid choice: 3 (choose from 1, 2, 4, 8)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("output_format", ["webp", "tif"])
+def test_every_output_format_holds_the_restored_pixels_exactly(tmp_path, weights, output_format):
+    """The formats offered are lossless: the WebP and TIFF outputs hold the PNG output's pixels, every one."""
+    noise(40, 56).save(tmp_path / "photo.jpg", quality=20)
+    for name in ("png", output_format):
+        assert main(["dequantize", str(tmp_path / "photo.jpg"), "-o", str(tmp_path / name), "-m", str(weights),
+                     "--format", name, "--quiet"]) == 0  # fmt: skip
+    with Image.open(tmp_path / "png" / "photo.png") as png:
+        with Image.open(tmp_path / output_format / f"photo.{output_format}") as other:
+            np.testing.assert_array_equal(np.asarray(other.convert("RGB")), np.asarray(png))
