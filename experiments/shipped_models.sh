@@ -14,7 +14,7 @@ if [ ! -d data/wallpapers ]; then
   python experiments/offline_photos.py "$work/x" data/wallpapers
 fi
 # The default model's photos: ../shared/photos + the Debian wallpapers, full size, lossless WebP, in data/photos/ (the
-# split fixed in experiments/training_split.json), and the same cut into packs of <= 31.5 MiB that travel to a GPU
+# split fixed in experiments/training_split.json), and the same cut into packs (~31.7 MiB) that travel to a GPU
 # machine one per call (gpu_packs/, git-ignored; experiments/gpu_stage.sh). Stages 1-8 below ran before this layout:
 # on the 559 photos linked from ../shared/photos then, and on the GPU on one 208-px (stages 1-2) or 168-px (stage 8)
 # crop of each (`git log -p experiments/training_photos.py`).

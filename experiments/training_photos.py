@@ -3,7 +3,7 @@ lossless WebP, with the fixed split; and cut them into packs that travel to a GP
 
     python experiments/offline_photos.py debian-wallpapers data/wallpapers      # the 57 Debian scenes (see there)
     python experiments/training_photos.py data/photos                          # the training folder + split.json
-    python experiments/training_photos.py data/photos --packs gpu_packs   # and packs of <= 31.5 MiB (5 parts)
+    python experiments/training_photos.py data/photos --packs gpu_packs   # and packs that travel (5 parts)
 
 ``data/photos/shared/<folder>/<name>.webp`` and ``data/photos/debian/<scene>.webp`` are lossless copies (25% smaller
 than the PNGs; nothing from ../shared is ever committed). Photos that plainly were JPEGs
@@ -15,10 +15,11 @@ that split, less the photos that are not there (no Debian scenes, say); photos m
 DataModule's seeded hash.
 scikit-image's photos are never included: they are the unseen evaluation set.
 
-``--packs`` copies the folder into ``part1/``, ``part2/``, ... of at most ``--pack-mib`` each, every part a piece of the
-same tree (part1 holds split.json): a GPU machine receives only the working tree (64 MiB with the tracked files), so
-the photos travel one part per call, and each call merges its part into one folder that stays there while the
-machine is held (``experiments/gpu_stage.sh``).
+``--packs`` copies the folder into ``part1/``, ``part2/``, ... of at most ``--pack-mib`` each (by default what fits
+beside the tracked files and the wheels of experiments/gpu_wheels.sh), every part a piece of the same tree (part1
+holds split.json): a GPU machine receives only the working tree (64 MiB with the tracked files), so the photos travel
+one part per call, and each call merges its part into one folder that stays there while the machine is held
+(``experiments/gpu_stage.sh``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 from PIL import Image
@@ -131,6 +133,15 @@ def write_packs(folder: Path, names: list[str], packs: Path, pack_mib: float) ->
     return [(len(members), size / 2**20) for members, size in zip(parts, sizes, strict=True)]
 
 
+def room_beside_the_tree(limit_mib: float = 64, margin_mib: float = 1) -> float:
+    """MiB left for one pack part in a GPU call: its limit, less the tracked files and the carried wheels (.whl/)."""
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    files = [ROOT / name for name in tracked.decode().split("\0") if name]
+    used = sum(path.stat().st_size for path in files if path.is_file())
+    used += sum(path.stat().st_size for path in (ROOT / ".whl").glob("*.whl"))
+    return limit_mib - used / 2**20 - margin_mib
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output", type=Path, help="the training folder (data/photos)")
@@ -138,8 +149,9 @@ def main() -> None:
     parser.add_argument("--debian", type=Path, default=ROOT / "data" / "wallpapers",
                         help="the Debian scenes (experiments/offline_photos.py); left out if missing")
     parser.add_argument("--packs", type=Path, help="also cut the folder into parts here, to carry to a GPU machine")
-    parser.add_argument("--pack-mib", type=float, default=31.5,
-                        help="largest part, MiB: what travels beside the tracked tree (64 MiB in all)")
+    parser.add_argument("--pack-mib", type=float,
+                        help="largest part, MiB (default: what travels beside the tracked tree and the wheels, "
+                             "64 MiB in all, less 1 MiB)")
     args = parser.parse_args()
     if not args.shared.is_dir():
         parser.error(f"{args.shared} does not exist: it holds the shared training photos")
@@ -159,7 +171,8 @@ def main() -> None:
     print(f"{len(names)} photos ({megapixels:.1f} MP, {mib:.1f} MiB) in {args.output}: "
           f"{sum(name in split['val'] for name in names)} for validation, {len(set(names) - listed)} not in the split")
     if args.packs:
-        for index, (count, size) in enumerate(write_packs(args.output, names, args.packs, args.pack_mib), start=1):
+        pack_mib = args.pack_mib or room_beside_the_tree()
+        for index, (count, size) in enumerate(write_packs(args.output, names, args.packs, pack_mib), start=1):
             print(f"{args.packs}/part{index}: {count} photos, {size:.1f} MiB")
 
 
