@@ -36,12 +36,13 @@ def twice(rgb: np.ndarray, first: int, second: int, shift: tuple[int, int] = (0,
 @pytest.mark.parametrize("name", list(PHOTOS))
 @pytest.mark.parametrize("first, second, shift, origin", [
     (20, 75, (0, 0), (0, 0)), (20, 75, (3, 5), (5, 3)), (10, 90, (0, 0), (0, 0)), (10, 90, (1, 0), (7, 0)),
+    (10, 30, (4, 4), (4, 4)),
 ])  # fmt: skip
 def test_an_earlier_harsher_jpeg_is_read_from_the_pixels_on_its_own_grid(name, first, second, shift, origin):
     found = earlier_jpeg(decoded(twice(PHOTOS[name], first, second, shift)), second)
     assert found is not None, (name, first, second, shift)
     quality, fit, grid = found
-    assert abs(quality - first) <= 2 and fit >= 0.4 and grid == origin
+    assert abs(quality - first) <= 2 and fit >= 0.25 and grid == origin
 
 
 @pytest.mark.parametrize("name", list(PHOTOS))

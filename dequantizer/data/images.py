@@ -217,10 +217,11 @@ def textured_coefficients(pixels: np.ndarray, top: int, left: int, side: int = 2
 # A JPEG re-saved at a milder quality (and maybe cropped between: FBCNN's double JPEG) keeps the coarser lattice of
 # the first in its luma's DCT coefficients, on the first one's block grid: they fit a quality at least
 # EARLIER_QUALITY_GAP below the file's own at EARLIER_LATTICE_FIT or more, and better than the file's own quality fits
-# there (less EARLIER_OWN_MARGIN). A single JPEG's coefficients fit a neighbouring coarser quality at most about as
-# well as their own (experiments/real_world.py measures both).
+# there (less EARLIER_OWN_MARGIN). Measured (experiments/README.md, real-world JPEGs): single JPEGs score at most 0.03
+# (q5-98, colour and grey, cropped or not); double ones 0.3 (q10, cropped, then q30: the second lattice, on another
+# grid, blurs the first) to 0.99 (aligned, the second's steps dividing the first's).
 EARLIER_QUALITY_GAP = 5
-EARLIER_LATTICE_FIT = 0.4
+EARLIER_LATTICE_FIT = 0.25
 EARLIER_OWN_MARGIN = 0.05
 
 
