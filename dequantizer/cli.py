@@ -340,11 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # Pillow warns about odd metadata (corrupt EXIF, TIFF tags) and very large images; a file it cannot read is an
-    # error line of its own, so these would only be noise around it.
-    warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            # Pillow warns about odd metadata (corrupt EXIF, TIFF tags) and very large images; a file it cannot read
+            # is an error line of its own, so these would only be noise around it.
+            warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
+            return args.run(args)
     except DequantizerError as error:
         _error(str(error))
         return 2

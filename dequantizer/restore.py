@@ -353,11 +353,18 @@ class QualityChoice:
 
     quality: int | None
     source: str
+    detail: str = ""  # e.g. "an earlier JPEG under the file's q75"
+
+    @property
+    def named(self) -> bool:
+        """Whether a file or its user named a quality (what ``max_quality`` gates), rather than the pixels alone."""
+        return self.source in ("user", "tables", "recorded") or bool(self.detail)
 
     def __str__(self) -> str:
         if self.quality is None:
             return "restored as its model reads each tile" if self.source == "head" else "restored (no quality told)"
-        return f"restored as q{self.quality} (from the {self.source})"
+        detail = f": {self.detail}" if self.detail else ""
+        return f"restored as q{self.quality} (from the {self.source}{detail})"
 
 
 def choose_quality(image: Image.Image, restorer: Restorer, quality: int | None = None) -> QualityChoice:
@@ -373,7 +380,7 @@ def choose_quality(image: Image.Image, restorer: Restorer, quality: int | None =
         earlier = earlier_jpeg(np.asarray(split_alpha(image)[0]), named) if aware else None
         if earlier is None:
             return QualityChoice(named, "tables" if getattr(image, "quantization", None) else "recorded")
-        return QualityChoice(earlier[0], f"pixels: an earlier JPEG under the file's q{named}")
+        return QualityChoice(earlier[0], "pixels", f"an earlier JPEG under the file's q{named}")
     if not aware:
         return QualityChoice(None, "none")
     read = quality_from_pixels(np.asarray(split_alpha(ImageOps.exif_transpose(image))[0]), restorer)
@@ -385,11 +392,12 @@ def restore_image(image: Image.Image, restorer: Restorer, quality: int | None = 
     """Restore a PIL image of any mode: EXIF orientation applied, alpha passed through (resized with the image if
     the model upsamples), greyscale stays greyscale; the ICC profile and EXIF (orientation reset) kept in ``info``.
 
-    A JPEG file says its quality in its quantization tables; ``quality`` overrides it (a strength knob: lower restores
-    harder). Quality-aware models are told it (without one, ``quality_from_pixels`` reads it from the quantization
-    steps a JPEG left in the pixels, else the model predicts it); above the model's
-    ``max_quality`` (where it was measured to do more harm than good), and for a grey image of quality 100, the
-    pixels are passed through unchanged.
+    A JPEG file says its quality in its quantization tables (``choose_quality``: for a quality-aware model, the
+    harsher quality of an earlier JPEG that its pixels still show, if any); ``quality`` overrides it (a strength knob:
+    lower restores harder), and ``choice`` is that choice made already. Quality-aware models are told it (without
+    one, ``quality_from_pixels`` reads it from the quantization steps a JPEG left in the pixels, else the model
+    predicts it); above the model's ``max_quality`` (where it was measured to do more harm than good), and for a grey
+    image of quality 100, the pixels are passed through unchanged.
     """
     choice = choice or choose_quality(image, restorer, quality)  # made already by a caller that reports it
     image = ImageOps.exif_transpose(image)  # its EXIF (camera, date, GPS) kept, the orientation tag removed
@@ -399,8 +407,7 @@ def restore_image(image: Image.Image, restorer: Restorer, quality: int | None = 
     greyscale = image.mode in GREYSCALE_MODES or is_grey(np.asarray(rgb))
     max_quality = restorer.metadata.get("max_quality")
     condition = choice.quality
-    told = choice.source in ("user", "tables", "recorded")  # max_quality was measured on named qualities
-    gated = told and max_quality is not None and condition > max_quality
+    gated = choice.named and max_quality is not None and condition > max_quality
     # A grey JPEG of quality 100 lost nothing but the rounding of its DCT coefficients to integers (58-61 dB): told
     # 100, `blind` moved the grey photos by -0.22..+0.01 dB there, so their pixels are kept.
     if restorer.scale == 1 and (gated or (greyscale and condition == 100)):

@@ -130,7 +130,8 @@ def gain(data: bytes, reference: np.ndarray, restorer) -> tuple[float, float, in
     before = psnr(np.asarray(image.convert(mode)), reference)
     choice = choose_quality(image, restorer)
     after = psnr(np.asarray(restore_image(image, restorer, choice=choice).convert(mode)), reference)
-    return before, after - before, choice.quality, choice.source
+    source = f"{choice.source}: {choice.detail}" if choice.detail else choice.source
+    return before, after - before, choice.quality, source
 
 
 def main() -> None:

@@ -58,7 +58,8 @@ def test_the_quality_used_and_its_source():
     photo = PHOTOS["astronaut"]
     double = read_image(io.BytesIO(twice(photo, 20, 75)), "double")
     choice = choose_quality(double, restorer)
-    assert 19 <= choice.quality <= 21 and choice.source == "pixels: an earlier JPEG under the file's q75"
+    assert 19 <= choice.quality <= 21 and choice.source == "pixels"
+    assert choice.detail == "an earlier JPEG under the file's q75" and choice.named
     assert choose_quality(double, restorer, 40) == QualityChoice(40, "user")
     assert choose_quality(read_image(io.BytesIO(jpeg(photo, 75)), "single"), restorer) == QualityChoice(75, "tables")
     assert str(QualityChoice(75, "tables")) == "restored as q75 (from the tables)"

@@ -104,8 +104,8 @@ SUBSAMPLING_NAMES = list(SUBSAMPLINGS)  # a crop's subsampling travels as its in
 
 @dataclass
 class Draw:
-    """One training sample's random draws: the clean patch (the side of the image the last JPEG compresses, which is
-    the crop and its grid-shift margin, and for a double JPEG the margin of the crop between the two), that side,
+    """One training sample's random draws: the clean patch (the crop, its grid-shift margin and, for a double JPEG,
+    the margin of the crop between the two: the first JPEG's input), the side of what the last JPEG compresses,
     the JPEG quality (the first one's, for a double JPEG), the second quality (0: a single JPEG), the crop between
     the two JPEGs, the training window's start, and the chroma subsampling."""
 
@@ -184,8 +184,8 @@ class RandomJpegPairs(Dataset):
 
     ``double_fraction`` of the crops are compressed twice, as photos saved again are: at a first quality, then (half of
     them cropped by 1-7 px first, off the first one's block grid) at a second, both drawn as single JPEGs' are; the
-    model is told the harsher. ``other_subsampling_fraction`` of the crops use 4:4:4 or 4:2:2 (half each) instead of
-    ``subsampling``."""
+    model is told the harsher. ``other_subsampling_fraction`` of the crops use 4:4:4 or 4:2:2 (those of the two that
+    differ from ``subsampling``, equally often) instead of it."""
 
     def __init__(
         self,
@@ -234,10 +234,11 @@ class RandomJpegPairs(Dataset):
         second, between = 0, (0, 0)
         if double:
             second = draw_quality(self.quality, self.focus)
-            if margin and random.random() < 0.5:  # cropped between the two, off the first one's grid
-                between = (random.randint(0, margin), random.randint(0, margin))
+            if margin >= 2 and random.random() < 0.5:  # cropped between the two, off the first one's grid
+                between = (random.randint(1, margin - 1), random.randint(1, margin - 1))
         subsampling = self.subsampling
-        if self.other_subsamplings and random.random() < self.other_subsampling_fraction:
+        other = self.other_subsampling_fraction > 0 and self.other_subsamplings  # no draw at 0: later draws unchanged
+        if other and random.random() < self.other_subsampling_fraction:
             subsampling = random.choice(self.other_subsamplings)
         dy, dx = random.randint(0, shift), random.randint(0, shift)
         if random.random() >= self.grid_shift_fraction:

@@ -102,8 +102,8 @@ def block_grid_origins(pixels: np.ndarray, count: int = 1) -> list[tuple[int, in
 
     def edges(profile: np.ndarray) -> list[int]:
         # Difference k is between pixels k and k+1: a peak at offset k puts a block edge before pixel k + 1.
-        strength = [profile[k::8].mean() for k in range(min(8, len(profile)))]
-        return [(int(k) + 1) % 8 for k in np.argsort(strength)[::-1][:count]]
+        strength = np.array([profile[k::8].mean() for k in range(min(8, len(profile)))])
+        return [(int(k) + 1) % 8 for k in np.argsort(-strength, kind="stable")[:count]]  # of equals, the first
 
     return [(row, column) for row in edges(rows) for column in edges(columns)]
 
@@ -311,7 +311,7 @@ def jpeg_input(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
 
 def read_image(source: str | Path | IO[bytes], name: str | None = None) -> Image.Image:
     """The image in a file (a path, or bytes in a file object named ``name``), decoded: pixels loaded and EXIF parsed,
-    so that nothing about the file can fail later. Pillow raises many exception types for damaged, truncated or
+    so that reading the file cannot fail later. Pillow raises many exception types for damaged, truncated or
     hostile files (``OSError``, ``SyntaxError``, ``ValueError``, ``EOFError``, ``struct.error``,
     ``DecompressionBombError``...): every failure becomes one ``DequantizerError`` naming the file and what is wrong,
     so that a batch reports that file in one line and goes on. The cause stays attached (``__cause__``)."""
@@ -323,6 +323,8 @@ def read_image(source: str | Path | IO[bytes], name: str | None = None) -> Image
             return image
     except FileNotFoundError:
         raise DequantizerError(f"{label}: no such file") from None
+    except MemoryError:  # the machine's problem, not the file's
+        raise
     except Exception as error:  # whatever the decoder raised: the file is unreadable, the program is fine
         detail = error.strerror if isinstance(error, OSError) and error.strerror else str(error) or type(error).__name__
         raise DequantizerError(f"{label}: cannot read it as an image ({detail})") from error
