@@ -19,18 +19,15 @@ import numpy as np
 from PIL import Image
 
 from dequantizer.data.images import IJG_LUMINANCE, estimate_jpeg_quality, ijg_luminance_table
+from dequantizer.data.torch_jpeg import IJG_CHROMINANCE
 from dequantizer.evaluate import image_paths, load_photos, photo_metrics, to_unit_tensor
 from dequantizer.restore import get_restorer, is_grey, quality_from_pixels, restore_image
-
-# IJG's chrominance table (libjpeg's std_chrominance_quant_tbl), natural order.
-IJG_CHROMINANCE = np.array([17, 18, 24, 47, *[99] * 4, 18, 21, 26, 66, *[99] * 4, 24, 26, 56, *[99] * 5, 47, 66,
-                            *[99] * 38])  # fmt: skip
 
 
 def other_tables(quality: int) -> tuple[list[int], list[int]]:
     """Luma and chroma tables near IJG's at ``quality``: every step scaled by U(0.8, 1.2), seeded by the quality."""
     rng = np.random.default_rng(quality)
-    return tuple(ijg_luminance_table(quality, base * rng.uniform(0.8, 1.2, 64)).astype(int).tolist()
+    return tuple(ijg_luminance_table(quality, np.asarray(base) * rng.uniform(0.8, 1.2, 64)).astype(int).tolist()
                  for base in (IJG_LUMINANCE, IJG_CHROMINANCE))
 
 

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from other_tables import other_tables  # experiments/: IJG's tables, each step scaled by a seeded factor
 from PIL import Image
 
-from dequantizer.data.images import IJG_LUMINANCE, ijg_luminance_table, read_image
-from dequantizer.data.torch_jpeg import IJG_CHROMINANCE
+from dequantizer.data.images import read_image
 from dequantizer.evaluate import image_paths, load_photos, photo_metrics, to_unit_tensor
 from dequantizer.restore import choose_quality, get_restorer, restore_image
 
@@ -77,14 +77,6 @@ FBCNN_CASES = [Case(f"grey q{first} -> crop (4, 4) -> q{second}", second, first=
                for first in (10, 30, 50) for second in (10, 30, 50)]  # fmt: skip
 
 
-def camera_tables(quality: int) -> list[list[int]]:
-    """Luma and chroma tables near IJG's at ``quality`` (every step scaled by a seeded U(0.8, 1.2)): not IJG's, as a
-    camera's or a phone's are (experiments/other_tables.py)."""
-    rng = np.random.default_rng(quality)
-    return [ijg_luminance_table(quality, np.asarray(base) * rng.uniform(0.8, 1.2, 64)).astype(int).tolist()
-            for base in (IJG_LUMINANCE, IJG_CHROMINANCE)]  # fmt: skip
-
-
 def save_jpeg(rgb: np.ndarray, quality: int, subsampling: int = 2, progressive: bool = False,
               tables: list[list[int]] | None = None) -> bytes:
     buffer = io.BytesIO()
@@ -112,7 +104,7 @@ def degrade(rgb: np.ndarray, case: Case) -> tuple[bytes, np.ndarray]:
         rgb = np.asarray(Image.fromarray(rgb).convert("L"))
     reference = crop_and_resize(rgb, case)
     pixels = crop_and_resize(decoded(save_jpeg(rgb, case.first)), case) if case.first else reference
-    tables = camera_tables(case.second) if case.camera_tables else None
+    tables = list(other_tables(case.second)) if case.camera_tables else None  # a camera's: not IJG's
     return save_jpeg(pixels, case.second, case.subsampling, case.progressive, tables), reference
 
 

@@ -108,9 +108,15 @@ def block_grid_origins(pixels: np.ndarray, count: int = 1) -> list[tuple[int, in
     return [(row, column) for row in edges(rows) for column in edges(columns)]
 
 
-def block_grid_origin(pixels: np.ndarray) -> tuple[int, int]:
-    """The strongest of ``block_grid_origins``."""
-    return block_grid_origins(pixels)[0]
+def candidate_origins(pixels: np.ndarray, count: int = 1) -> list[tuple[int, int]]:
+    """The image's own grid, (0, 0), then ``block_grid_origins``' strongest (``count`` phases a side), looked for in
+    a central window of up to 1024 px on the image's grid; each once."""
+    height, width = pixels.shape[:2]
+    origins = [(0, 0)]
+    if min(height, width) > 16:
+        top, left = max(0, (height - 1024) // 2 // 8 * 8), max(0, (width - 1024) // 2 // 8 * 8)
+        origins += block_grid_origins(pixels[top : top + 1024, left : left + 1024], count)
+    return list(dict.fromkeys(origins))
 
 
 # The orthonormal 8-point DCT-II, which is JPEG's: the 2-D transform of a block B is DCT @ B @ DCT.T.
@@ -228,13 +234,8 @@ EARLIER_OWN_MARGIN = 0.05
 def earlier_lattices(pixels: np.ndarray, quality: int) -> list[tuple[int | None, float, float, tuple[int, int]]]:
     """For each grid that the pixels' JPEGs may have used (the image's own, then where its block edges are strongest):
     (the coarser quality that fits best, its fit, the fit of ``quality`` there, the grid's origin)."""
-    height, width = pixels.shape[:2]
-    origins = [(0, 0)]
-    if min(height, width) > 16:
-        top, left = max(0, (height - 1024) // 2 // 8 * 8), max(0, (width - 1024) // 2 // 8 * 8)
-        origins += block_grid_origins(pixels[top : top + 1024, left : left + 1024], count=2)
     found = []
-    for top, left in dict.fromkeys(origins):
+    for top, left in candidate_origins(pixels, count=2):
         coefficients = textured_coefficients(pixels, top, left)
         if coefficients is None:
             continue
@@ -267,12 +268,7 @@ def jpeg_history(pixels: np.ndarray) -> tuple[int, float, tuple[int, int]] | Non
       quality as a file's tables are, from ``STEPS_READ_FROM`` up; the fit is then their mean fit.
     None for a never-compressed photo, a JPEG of quality 100 or one so coarse that too few coefficients survive,
     another encoder's coarser tables, or a tiny or flat image."""
-    height, width = pixels.shape[:2]
-    origins = [(0, 0)]
-    if min(height, width) > 16:  # the grid is looked for in a central window of up to 1024 px, on the image's grid
-        top, left = max(0, (height - 1024) // 2 // 8 * 8), max(0, (width - 1024) // 2 // 8 * 8)
-        origins.append(block_grid_origin(pixels[top : top + 1024, left : left + 1024]))
-    for top, left in dict.fromkeys(origins):
+    for top, left in candidate_origins(pixels):
         coefficients = textured_coefficients(pixels, top, left)
         if coefficients is None:
             continue
