@@ -51,8 +51,11 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
 
 def print_summary(results: dict[str, float], part: str, photos: int, image_path: Path | None,
                   best_checkpoint: str) -> None:
-    """The JPEG vs restored table, headed by the split it was computed on."""
-    if part == "test":
+    """The JPEG vs restored table, headed by the split it was computed on and the weights it measured."""
+    if not best_checkpoint:
+        title = (f"{part} split: {photos} photos, never trained on; the weights at the end of training (no validation "
+                 "ran, so there is no best.ckpt)")
+    elif part == "test":
         title = f"test split: {photos} held-out photos, never trained on, never used to pick best.ckpt"
     else:
         title = f"val split: {photos} photos, which also picked best.ckpt (split.json has no test part)"
@@ -121,8 +124,20 @@ def main(cfg: DictConfig) -> float | None:
             raise
         # Under DDP every rank stops with the same error: one of them says it.
         if rank_zero_only.rank == 0:
+            remove_empty_attempt(Path(cfg.paths.output_dir))
             print(f"error: {cause}", file=sys.stderr)
         sys.exit(2)
+
+
+def remove_empty_attempt(attempt: Path) -> None:
+    """A launch that failed before it trained leaves no folder behind: its attempt folder holds only Hydra's saved
+    config and log, and the run's folders above it are removed too where that leaves them empty."""
+    if not attempt.is_dir() or any(path.name not in (".hydra", "train.log") for path in attempt.iterdir()):
+        return
+    shutil.rmtree(attempt)
+    for folder in (attempt.parent, attempt.parent.parent):  # runs/, then the run's own folder
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 if __name__ == "__main__":

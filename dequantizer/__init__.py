@@ -52,12 +52,14 @@ def dequantize(
     tile_size: int = 512,
     quality: int | None = None,
     ensemble: int = 1,
+    engine: str = "torch",
 ) -> Image.Image | np.ndarray | list[Image.Image | np.ndarray]:
     """Restore a JPEG-damaged image (PIL image, path, or HxWxC uint8 array), or a list of them. Each comes back as
     the kind it came in (an array for an array, else a PIL image, with EXIF and ICC profile kept in ``info``).
 
     Args:
-        model: a shipped model's name (default: the blind model for any JPEG quality), or a .safetensors/.ckpt path.
+        model: a shipped model's name (default: the blind model for any JPEG quality), or a .safetensors/.ckpt path
+            (with engine="onnx" also an .onnx file from ``dequantizer export --onnx``).
         device: "cpu", "cuda", ...; default CUDA when present.
         precision: "bf16" or "fp32"; default bf16 where the hardware runs it natively.
         tile_size: large images are restored in overlapping tiles of this size (a multiple of 8).
@@ -69,13 +71,16 @@ def dequantize(
         ensemble: a self-ensemble: restore 2 (mirrored), 4 (flipped) or 8 (flipped and transposed) views of the
             image and average them: better restorations (the default model: about +0.1 dB at 8) at that many times
             the time. 1: one view.
+        engine: "torch" (default), or "onnx": the network run by onnxruntime in fp32 (needs
+            ``pip install 'dequantizer[onnx]'``); a model that is not an .onnx file is exported once into
+            ~/.cache/dequantizer/onnx ($XDG_CACHE_HOME) and reused. Tiles and self-ensemble work as with torch.
     """
     from dequantizer.data.images import check_quality
     from dequantizer.restore import get_restorer, open_image, restore_image
 
     if quality is not None:
         check_quality(quality)
-    restorer = get_restorer(model, device, precision, tile_size, ensemble)
+    restorer = get_restorer(model, device, precision, tile_size, ensemble, engine)
     if isinstance(image, (list, tuple)):
         return [_as_array(restore_image(open_image(item), restorer, quality), item) for item in image]
     return _as_array(restore_image(open_image(image), restorer, quality), image)

@@ -74,6 +74,26 @@ def _writing(target: Path) -> Iterator[None]:
         raise DequantizerError(f"cannot write {target}: {error.strerror or error}") from None
 
 
+def _check_target(path: Path, target: Path) -> None:
+    """Refuse, before any work on ``path``, an output that cannot be written: the input itself, a folder in the way,
+    a folder of the mirrored tree that cannot be made or written to."""
+    if target.resolve() == path.resolve():
+        raise DequantizerError(f"{path}: refusing to overwrite an input; choose another --output folder")
+    if target.is_dir():
+        raise DequantizerError(f"cannot write {target}: a folder of that name is in the way")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a file where a folder of the mirrored tree goes, permissions
+        raise DequantizerError(f"cannot write {target}: {error.strerror}") from None
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        raise DequantizerError(f"cannot write {target} (permission denied): choose another --output folder")
+
+
+def _summary(done: int, verb: str, skipped: int, failures: int, output: Path) -> None:
+    print(f"{done} {verb}, {skipped} skipped (already there; --overwrite to redo), {failures} failed -> {output}",
+          file=sys.stderr)
+
+
 def _quantize(args: argparse.Namespace) -> int:
     from dequantizer import quantize
     from dequantizer.data.images import QUALITY_TEXT_KEY, check_quality, jpeg_bytes, jpeg_input, save_image_atomic
@@ -85,9 +105,13 @@ def _quantize(args: argparse.Namespace) -> int:
     plan = _plan(args.inputs, args.output,
                  lambda rel, keep: rel.with_name(f"{rel.name if keep else rel.stem}.q{args.quality}.{extension}"))
     _output_folder(args.output)
-    failures = 0
+    failures = skipped = 0
     for path, target in plan:
         try:
+            _check_target(path, target)
+            if target.exists() and not args.overwrite:
+                skipped += 1
+                continue
             if args.format == "jpeg":  # the file itself: its tables tell `dequantize` the quality
                 pixels, alpha = jpeg_input(open_image(path))
                 if alpha is not None:
@@ -105,14 +129,14 @@ def _quantize(args: argparse.Namespace) -> int:
         except DequantizerError as error:
             _error(str(error))
             failures += 1
+    _summary(len(plan) - failures - skipped, "written", skipped, failures, args.output)
     return 1 if failures else 0
 
 
 def _dequantize(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from dequantizer.data.images import save_image_atomic
-    from dequantizer.restore import choose_quality, get_restorer, open_image, restore_image
+    from dequantizer.restore import choose_quality, get_restorer, open_image, restore_image, save_restored
 
     if args.quality is not None:
         from dequantizer.data.images import check_quality
@@ -121,34 +145,44 @@ def _dequantize(args: argparse.Namespace) -> int:
     plan = _plan(args.inputs, args.output,
                  lambda rel, keep: rel.with_name(f"{rel.name if keep else rel.stem}.{args.format}"))
     _output_folder(args.output)
-    restorer = get_restorer(args.model, args.device, args.precision, args.tile_size, args.ensemble)
+    restorer = get_restorer(args.model, args.device, args.precision, args.tile_size, args.ensemble, args.engine)
     failures = skipped = 0
     for path, target in tqdm(plan, unit="image", disable=len(plan) < 2 or args.quiet):
-        if target.resolve() == path.resolve():
-            _error(f"{path}: refusing to overwrite an input; choose another --output folder")
-            failures += 1
-            continue
-        if target.exists() and not args.overwrite:
-            skipped += 1
-            continue
         try:
+            _check_target(path, target)
+            if target.exists() and not args.overwrite:
+                skipped += 1
+                continue
             image = open_image(path)
             choice = choose_quality(image, restorer, args.quality)
-            restored = restore_image(image, restorer, choice=choice)
-            options = {key: restored.info[key] for key in ("icc_profile", "exif") if restored.info.get(key)}
-            if args.format == "webp":
-                options |= {"lossless": True, "exact": True}  # Pillow's WebP is lossy unless told otherwise
+            with _tile_progress(path, shown=len(plan) == 1 and not args.quiet) as progress:
+                restored = restore_image(image, restorer, choice=choice, progress=progress)
             with _writing(target):
-                save_image_atomic(restored, target, **options)
+                save_restored(restored, target)
             if not args.quiet:
                 tqdm.write(f"{path} -> {target}: {choice}")
         except DequantizerError as error:
             _error(str(error))
             failures += 1
-    done = len(plan) - failures - skipped
-    print(f"{done} restored, {skipped} skipped (already there; --overwrite to redo), {failures} failed "
-          f"-> {args.output}", file=sys.stderr)
+    _summary(len(plan) - failures - skipped, "restored", skipped, failures, args.output)
     return 1 if failures else 0
+
+
+@contextmanager
+def _tile_progress(path: Path, shown: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar over one image's tiles (a large photo takes minutes on a CPU), or None where not shown."""
+    if not shown:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(desc=path.name, unit="tile", leave=False, mininterval=0) as bar:  # each tile: seconds
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        yield progress
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -161,8 +195,11 @@ def _models(args: argparse.Namespace) -> int:
     for name, path in models.items():
         meta = read_metadata(path)
         default = " (default)" if name == DEFAULT_MODEL else ""
+        qualities = meta.get("qualities", "?")
+        if isinstance(qualities, list):
+            qualities = "-".join(map(str, qualities))
         print(f"{name}{default}: {meta.get('description', '')}")
-        print(f"  JPEG qualities: {meta.get('qualities', '?')}, trained on: {meta.get('training_data', '?')}")
+        print(f"  for JPEG quality {qualities}; trained on {meta.get('training_data', '?')}")
         validation = meta.get("validation", {})
         if "val/psnr_jpeg" in validation:
             print(f"  validation: PSNR {validation['val/psnr']:.3f} dB (JPEG input {validation['val/psnr_jpeg']:.3f}),"
@@ -212,10 +249,29 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _app(args: argparse.Namespace) -> int:
+    from dequantizer.app import launch
+
+    launch(args.host, args.port, args.model, args.device)
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from dequantizer.weights import export_checkpoint
 
-    path = export_checkpoint(args.checkpoint, args.output, description=args.description, command=args.command,
+    if args.onnx:
+        from dequantizer.onnx_engine import export_onnx
+
+        given = [flag for flag, value in (("--description", args.description), ("--command", args.command),
+                                          ("--max-quality", args.max_quality), ("--training-data", args.training_data),
+                                          ("--half", args.half)) if value]
+        if given:  # the ONNX file keeps the source's metadata as it is
+            raise DequantizerError(f"{', '.join(given)}: for the safetensors export only; export the checkpoint to "
+                                   "safetensors with them first, then that file with --onnx")
+        path, worst = export_onnx(args.source, args.output)
+        print(f"wrote {path} (onnxruntime matches torch on photo crops within {worst:.2g} grey levels)")
+        return 0
+    path = export_checkpoint(args.source, args.output, description=args.description, command=args.command,
                              max_quality=args.max_quality, half=args.half, training_data=args.training_data)
     print(f"wrote {path}")
     return 0
@@ -268,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--quiet", action="store_true", help="no progress bar, no line per restored file")
 
     dequantize = commands.add_parser("dequantize", help="restore JPEG-damaged images (files or folders)")
-    dequantize.add_argument("inputs", nargs="+", type=Path)
+    dequantize.add_argument("inputs", nargs="+", type=Path, help="JPEG-damaged image files or folders (recursive)")
     dequantize.add_argument("-o", "--output", type=Path, required=True, help="output folder (tree mirrored)")
     dequantize.add_argument("--format", default="png", choices=["png", "tif", "webp"], help="lossless output format")
     dequantize.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
@@ -277,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  "from the pixels, else predicted): lower restores harder, higher keeps more detail; "
                                  "a grey image at 100 is kept as it is")
     model_options(dequantize)
+    dequantize.add_argument("--engine", default="torch", choices=["torch", "onnx"],
+                            help="onnx: run the network with onnxruntime in fp32 (pip install 'dequantizer[onnx]'; a "
+                                 "model that is not an .onnx file is exported once into ~/.cache/dequantizer/onnx)")
     dequantize.set_defaults(run=_dequantize)
 
     quantize = commands.add_parser("quantize", help="JPEG-compress images at a given quality")
@@ -287,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="jpeg: the JPEG file (default); png: its decoded pixels, losslessly, with the quality "
                                "recorded in a text chunk that `dequantize` reads")
     quantize.add_argument("-o", "--output", type=Path, default=Path("."), help="output folder (tree mirrored)")
+    quantize.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     quantize.set_defaults(run=_quantize)
 
     models = commands.add_parser("models", help="list the shipped models and what they were trained for")
@@ -326,9 +386,25 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--seed", type=int, default=1234)
     prepare.set_defaults(run=_prepare)
 
-    export = commands.add_parser("export", help="export a training checkpoint's generator as safetensors")
-    export.add_argument("checkpoint", type=Path)
-    export.add_argument("output", type=Path)
+    app = commands.add_parser("app", help="a local web page: drop photos, compare before and after, download the "
+                              "restorations (needs: pip install 'dequantizer[app]')")
+    app.add_argument("--host", default="127.0.0.1",
+                     help="address to serve on (default 127.0.0.1: this computer only; 0.0.0.0: your network too)")
+    app.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
+    app.add_argument("-m", "--model", help="the model selected first: a shipped name or a weights path")
+    app.add_argument("--device", help="cpu, cuda, ... (default: cuda when present)")
+    app.set_defaults(run=_app)
+
+    export = commands.add_parser("export", help="export a training checkpoint's generator as safetensors, or a "
+                                 "model as ONNX (--onnx)")
+    export.add_argument("source", metavar="SOURCE",
+                        help="a training checkpoint (.ckpt); with --onnx also a shipped model's name or a .safetensors")
+    export.add_argument("output", type=Path, metavar="OUTPUT", help="the file to write: .safetensors, or with --onnx "
+                        ".onnx")
+    export.add_argument("--onnx", action="store_true",
+                        help="write an ONNX model (quality an input, any image size; checked against torch with "
+                             "onnxruntime before it is written) for `dequantize --engine onnx`; needs "
+                             "pip install 'dequantizer[onnx]'")
     export.add_argument("--description", default="")
     export.add_argument("--command", default="", help="the command that trained it, for the record")
     export.add_argument("--max-quality", type=int, help="pass JPEG files above this quality through unchanged")
@@ -349,6 +425,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DequantizerError as error:
         _error(str(error))
         return 2
+    except BrokenPipeError:  # `dequantizer models | head`: the reader left, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's advice: no second error at exit
+        return 0
     except OSError as error:  # the file system said no somewhere unforeseen: still one line
         _error(f"{error.filename or ''}: {error.strerror or error}".lstrip(": "))
         return 2

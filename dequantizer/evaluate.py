@@ -5,12 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from dequantizer.data.images import (
@@ -25,7 +25,7 @@ from dequantizer.data.images import (
 )
 from dequantizer.errors import DequantizerError
 from dequantizer.files import atomic_write
-from dequantizer.module import image_metrics
+from dequantizer.metrics import photo_metrics, to_unit_tensor, y_psnr
 from dequantizer.restore import Restorer, restore_image
 
 
@@ -51,39 +51,8 @@ class Row:
 METRICS = ("psnr_jpeg", "psnr", "ssim_jpeg", "ssim", "psnr_y_jpeg", "psnr_y")  # what a Row's mean averages
 
 
-def to_unit_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 -> 1x3xHxW float in [0, 1], what ``image_metrics`` takes."""
-    return torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float() / 255
-
-
 # A JPEG reference below this quality carries artefacts of its own that the restorer is then scored for removing.
 CLEAN_JPEG_QUALITY = 90
-SSIM_WINDOW = 11  # the standard Gaussian window (sigma 1.5)
-
-
-def photo_metrics(restored: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """PSNR and SSIM of 1x3xHxW [0, 1] images. Images smaller than SSIM's 11-px window get a uniform window of the
-    largest odd size that fits (the standard one needs at least 6 px of reflection padding on each side)."""
-    side = min(target.shape[-2:])
-    if side >= SSIM_WINDOW:
-        return image_metrics(restored, target)
-    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
-
-    restored, target = restored.float().clamp(0, 1), target.float().clamp(0, 1)
-    psnr = peak_signal_noise_ratio(restored, target, data_range=1.0, reduction="none", dim=(1, 2, 3))
-    window = side if side % 2 else side - 1
-    ssim = structural_similarity_index_measure(restored, target, data_range=1.0, reduction="none",
-                                               gaussian_kernel=False, kernel_size=window)
-    return psnr, ssim
-
-
-def y_psnr(restored: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """PSNR on the BT.601 luma (the Y of JPEG's YCbCr), per image, on [0, 1] inputs."""
-    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    mse = (((restored - target) * weights).sum(1) ** 2).mean(dim=(1, 2)).clamp_min(1e-12)  # Y is linear in RGB
-    return -10 * torch.log10(mse)
-
-
 def image_paths(inputs: list[Path]) -> list[Path]:
     paths = []
     for item in inputs:
@@ -106,9 +75,10 @@ def evaluate(restorer: Restorer, photos: dict[str, np.ndarray], qualities: list[
     from tqdm import tqdm
 
     rows = []
+    grid_names = unique_names(list(photos))
     bar = tqdm(total=len(qualities) * len(photos), unit="image", disable=not progress)
     for quality in qualities:
-        for index, (name, rgb) in enumerate(photos.items()):
+        for name, rgb in photos.items():
             # Through a real JPEG file, as users restore them (its quantization tables are part of what it says).
             buffer = io.BytesIO()
             Image.fromarray(rgb).save(buffer, "JPEG", quality=quality, subsampling=SUBSAMPLINGS[subsampling])
@@ -121,12 +91,40 @@ def evaluate(restorer: Restorer, photos: dict[str, np.ndarray], qualities: list[
             psnr, ssim = photo_metrics(restored01, target)
             measured = (psnr_jpeg, psnr, ssim_jpeg, ssim, y_psnr(jpeg01, target), y_psnr(restored01, target))
             rows.append(Row(quality, 1, *(float(value) for value in measured), photo=name))
-            if grid_dir is not None and index < 4:
-                grid = np.concatenate([jpeg, restored, rgb], axis=1)
-                save_image_atomic(Image.fromarray(grid), grid_dir / f"{Path(name).stem}_q{quality}.png")
+            if grid_dir is not None:
+                labels = (f"JPEG q{quality}: {float(psnr_jpeg):.2f} dB", f"restored: {float(psnr):.2f} dB",
+                          "original")
+                save_image_atomic(labelled_grid([jpeg, restored, rgb], labels),
+                                  grid_dir / f"{grid_names[name]}_q{quality}.png")
             bar.update()
     bar.close()
     return rows
+
+
+def unique_names(paths: list[str]) -> dict[str, str]:
+    """A file name for each photo's grids: its path below the folder all the photos share, without the suffix, with
+    "/" as "_", so photos of the same name in two folders never overwrite each other's grids."""
+    if not paths:
+        return {}
+    parents = [Path(path).resolve().parent for path in paths]
+    common = Path(os.path.commonpath(parents)) if len(paths) > 1 else parents[0]
+    return {path: Path(path).resolve().relative_to(common).with_suffix("").as_posix().replace("/", "_")
+            for path in paths}
+
+
+def labelled_grid(images: list[np.ndarray], labels: tuple[str, ...]) -> Image.Image:
+    """Images side by side (HxWx3 uint8, equal sizes), each under a strip that names it."""
+    from PIL import ImageDraw, ImageFont
+
+    height, width = images[0].shape[:2]
+    font = ImageFont.load_default(size=max(12, min(24, width // 20)))
+    strip = int(font.size * 1.6)
+    grid = Image.new("RGB", (width * len(images), height + strip), "white")
+    draw = ImageDraw.Draw(grid)
+    for column, (pixels, label) in enumerate(zip(images, labels, strict=True)):
+        grid.paste(Image.fromarray(pixels), (column * width, strip))
+        draw.text((column * width + 4, strip // 2), label, fill="black", font=font, anchor="lm")
+    return grid
 
 
 def mean_rows(photo_rows: list[Row], leave_out: Collection[str] = ()) -> list[Row]:
@@ -170,22 +168,37 @@ def write_reports(photo_rows: list[Row], output: Path, metadata: dict, jpeg_born
         import matplotlib.pyplot as plt
     except ImportError:
         return written
-    figure, axis = plt.subplots(figsize=(6, 3.5))
-    axis.plot([r.quality for r in rows], [r.gain for r in rows], marker="o", label="restored - JPEG")
-    if clean_rows:
-        axis.plot([r.quality for r in clean_rows], [r.gain for r in clean_rows], marker=".", linestyle="--",
-                  label=f"without the {len(jpeg_born)} JPEG-born reference{'s' * (len(jpeg_born) > 1)}")
-    axis.axhline(0, color="grey", linewidth=0.8)
-    axis.set_xlabel("JPEG quality")
-    axis.set_ylabel("RGB PSNR gain (dB)")
-    axis.grid(alpha=0.3)
-    axis.legend()
-    figure.tight_layout()
+    figure = gain_figure(rows, clean_rows, len(jpeg_born))
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)
     plt.close(figure)
     written.append(atomic_write(output / "gain.png", buffer.getvalue()))
     return written
+
+
+def gain_figure(rows: list[Row], clean_rows: list[Row], jpeg_born: int):
+    """The PSNR gain over the JPEG input by quality (and without the ``jpeg_born`` references, where there are any):
+    lines over several qualities, labelled bars for one."""
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    series = [(f"all {rows[0].images} photos", rows)]
+    if clean_rows:
+        series.append((f"without the {jpeg_born} JPEG-born reference{'s' * (jpeg_born > 1)}", clean_rows))
+    if len(rows) == 1:  # one quality: bars with their values, not a lone dot on a quality axis
+        bars = axis.bar([label for label, _ in series], [part[0].gain for _, part in series], width=0.5)
+        axis.bar_label(bars, fmt="%+.2f dB")
+        axis.set_xlabel(f"JPEG quality {rows[0].quality}")
+    else:
+        for (label, part), style in zip(series, ("-", "--"), strict=False):
+            axis.plot([r.quality for r in part], [r.gain for r in part], marker="o", linestyle=style, label=label)
+        axis.set_xlabel("JPEG quality")
+        axis.legend()
+    axis.axhline(0, color="grey", linewidth=0.8)
+    axis.set_ylabel("RGB PSNR gain over the JPEG (dB)")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
 
 
 def row_dicts(rows: list[Row], leave_out: str) -> list[dict]:

@@ -230,7 +230,8 @@ class QualityUNet(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Restored image; with ``return_quality`` also the predicted quality (1-100, shape (N,)).
 
-        ``quality`` (1-100 per image, or None to use the predicted one) sets how hard the decoder restores.
+        ``quality`` (1-100 per image, or None to use the predicted one) sets how hard the decoder restores; an image
+        whose quality is 0 or less uses its predicted one (so that one exported ONNX graph serves both cases).
         """
         height, width = x.shape[-2:]
         pad_h, pad_w = -height % 8, -width % 8  # whole 8x8 blocks for the 1/8 level: replicate the edge, as JPEG does
@@ -247,7 +248,11 @@ class QualityUNet(nn.Module):
         if hasattr(self, "quality_head"):
             with torch.autocast(x.device.type, enabled=False):
                 predicted = self.quality_head(self._quality_features(skips, h)).squeeze(1) * 99 + 1
-            condition = predicted.detach() if quality is None else quality.to(x.device, torch.float32).reshape(-1)
+            if quality is None:
+                condition = predicted.detach()
+            else:
+                quality = quality.to(x.device, torch.float32).reshape(-1)
+                condition = torch.where(quality > 0, quality, predicted.detach())
             embedding = self.quality_embedding((condition / 100).expand(x.shape[0])[:, None])
         for level in (2, 1, 0):
             for block in self.decoder[level]:

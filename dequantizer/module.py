@@ -28,10 +28,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from dequantizer.errors import DequantizerError
 from dequantizer.losses import GeneratorLoss, discriminator_loss, quantile_loss
+from dequantizer.metrics import image_metrics
 from dequantizer.models import to_model_range, to_unit_range
 
 log = logging.getLogger(__name__)
@@ -42,18 +42,6 @@ METRICS = ("psnr", "ssim", "psnr_jpeg", "ssim_jpeg")
 def plain(config: Any) -> Any:
     """OmegaConf -> plain Python containers, so checkpoints load with ``torch.load(weights_only=True)``."""
     return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig | ListConfig) else config
-
-
-def image_metrics(restored: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image PSNR and SSIM on clamped [0, 1] RGB (shape (N,) each), always in fp32.
-
-    SSIM's variance terms (E[x^2] - E[x]^2) fall apart in bf16, so autocast is switched off here.
-    """
-    with torch.autocast(restored.device.type, enabled=False):
-        restored, target = restored.float().clamp(0, 1), target.float().clamp(0, 1)
-        psnr = peak_signal_noise_ratio(restored, target, data_range=1.0, reduction="none", dim=(1, 2, 3))
-        ssim = structural_similarity_index_measure(restored, target, data_range=1.0, reduction="none")
-    return psnr, ssim
 
 
 def _block_of(key: str) -> str:

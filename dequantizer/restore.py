@@ -9,7 +9,8 @@ averages the results, turned back; a tile's sides are multiples of 8, so every v
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from dequantizer.data.images import (
     estimate_jpeg_quality,
     jpeg_history,
     read_image,
+    save_image_atomic,
     split_alpha,
 )
 from dequantizer.errors import DequantizerError
@@ -86,6 +88,8 @@ def load_generator(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise DequantizerError(f"model file {path} does not exist")
+    if path.suffix == ".onnx":
+        raise DequantizerError(f"{path} is an ONNX model: restore with engine='onnx' (--engine onnx)")
     if path.suffix == ".safetensors":
         metadata = read_metadata(path)
         if "generator" not in metadata:
@@ -229,16 +233,22 @@ class Restorer:
             total = out.float() if total is None else total + out.float()
         return to_unit_range(total / self.ensemble).clamp(0, 1).cpu()
 
-    def restore_array(self, rgb: np.ndarray, quality: int | None = None) -> np.ndarray:
-        """HxWx3 uint8 -> (sH)x(sW)x3 uint8. ``quality``: the JPEG quality the image was saved at, if known."""
+    def restore_array(self, rgb: np.ndarray, quality: int | None = None,
+                      progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """HxWx3 uint8 -> (sH)x(sW)x3 uint8. ``quality``: the JPEG quality the image was saved at, if known.
+        ``progress(tiles done, tiles in all)`` is called before the first tile and after each batch of tiles."""
         height, width = rgb.shape[:2]
         # Pad bottom/right to whole 8x8 blocks by repeating the edge, as JPEG encoders do: tiles then stay aligned.
         padded_h, padded_w = -(-height // 8) * 8, -(-width // 8) * 8
         rgb = np.pad(rgb, ((0, padded_h - height), (0, padded_w - width), (0, 0)), mode="edge")
         image = torch.from_numpy(rgb).permute(2, 0, 1)
         tile_h, tile_w = min(self.tile_size, padded_h), min(self.tile_size, padded_w)
+        report = progress or (lambda done, total: None)
         if padded_h <= self.tile_size and padded_w <= self.tile_size:  # one tile: no overlap needed
-            return self._unpad(self.restore_tiles(image[None], quality)[0], height, width)
+            report(0, 1)
+            restored = self.restore_tiles(image[None], quality)[0]
+            report(1, 1)
+            return self._unpad(restored, height, width)
         overlap = self.tile_overlap()
         stride = self.tile_size - overlap
         boxes = [
@@ -250,6 +260,7 @@ class Restorer:
         out = torch.zeros(3, padded_h * s, padded_w * s)
         weights = torch.zeros(1, padded_h * s, padded_w * s)
         window = blend_window(tile_h * s, tile_w * s, overlap * s)
+        report(0, len(boxes))
         for first in range(0, len(boxes), self.batch_size):
             batch = boxes[first : first + self.batch_size]
             tiles = torch.stack([image[:, top : top + tile_h, left : left + tile_w] for top, left in batch])
@@ -257,6 +268,7 @@ class Restorer:
                 region = np.s_[:, top * s : (top + tile_h) * s, left * s : (left + tile_w) * s]
                 out[region] += restored * window
                 weights[region] += window
+            report(first + len(batch), len(boxes))
         return self._unpad(out / weights, height, width)
 
     def _unpad(self, out: torch.Tensor, height: int, width: int) -> np.ndarray:
@@ -276,16 +288,17 @@ def shipped_models() -> dict[str, Path]:
 
 
 def resolve_model(model: str | Path | None) -> Path:
-    """A shipped model's name (None: the default), or a path to a .safetensors / .ckpt file."""
+    """A shipped model's name (None: the default), or a path to a .safetensors / .ckpt (/ .onnx) file."""
     name = DEFAULT_MODEL if model is None else str(model)
     shipped = shipped_models()
     if name in shipped:
         return shipped[name]
     path = Path(name).expanduser()
-    if path.suffix in (".safetensors", ".ckpt") or path.exists():
+    if path.suffix in (".safetensors", ".ckpt", ".onnx") or path.exists():
         return path
     available = ", ".join(shipped) or "none"
-    raise DequantizerError(f"no shipped model named {name!r} (shipped: {available}); or pass a .safetensors/.ckpt path")
+    raise DequantizerError(f"no shipped model named {name!r} (shipped: {available}); or pass a "
+                           ".safetensors/.ckpt/.onnx path")
 
 
 def default_precision(device: torch.device) -> str:
@@ -298,18 +311,41 @@ def default_precision(device: torch.device) -> str:
 _RESTORERS: dict[tuple, Restorer] = {}
 
 
+ENGINES = ("torch", "onnx")
+
+
 def get_restorer(model: str | Path | None = None, device: str | torch.device | None = None,
-                 precision: str | None = None, tile_size: int = 512, ensemble: int = 1) -> Restorer:
-    """A cached ``Restorer`` for a model name or file."""
-    path = resolve_model(model)
-    device = parse_device(device)
-    precision = precision or default_precision(device)
-    key = (str(path.resolve()), str(device), precision, tile_size, check_ensemble(ensemble))
+                 precision: str | None = None, tile_size: int = 512, ensemble: int = 1,
+                 engine: str = "torch") -> Restorer:
+    """A cached ``Restorer`` for a model name or file. ``engine="onnx"`` runs the network with onnxruntime in fp32
+    (an .onnx model as it is; any other exported once into a cache, ``onnx_engine.cached_export``); the tiles, their
+    blending and the self-ensemble are the same Python code for both engines."""
+    if engine not in ENGINES:
+        raise DequantizerError(f"engine {engine!r}: use one of {', '.join(ENGINES)}")
+    if engine == "onnx":
+        from dequantizer import onnx_engine
+
+        name, _ = onnx_engine.providers(device)  # onnxruntime missing, or the device unusable: one line, first
+        if precision not in (None, "fp32"):
+            raise DequantizerError(f"precision {precision!r}: engine='onnx' runs in fp32 only")
+        path, precision = onnx_engine.onnx_model_file(model), "fp32"
+        torch_device = torch.device("cpu")  # tiles are cut and blended on the CPU; onnxruntime places the network
+
+        def load():
+            return onnx_engine.load_onnx_generator(path, name)
+    else:
+        path = resolve_model(model)
+        torch_device = parse_device(device)
+        name, precision = str(torch_device), precision or default_precision(torch_device)
+
+        def load():
+            return load_generator(path)
+    key = (engine, str(path.resolve()), name, precision, tile_size, check_ensemble(ensemble))
     if key not in _RESTORERS:
         # Restorers that differ only in their self-ensemble share one copy of the network.
         twin = next((restorer for other, restorer in _RESTORERS.items() if other[:-1] == key[:-1]), None)
-        generator, metadata = (twin.generator, twin.metadata) if twin else load_generator(path)
-        _RESTORERS[key] = Restorer(generator, device=device, precision=precision, tile_size=tile_size,
+        generator, metadata = (twin.generator, twin.metadata) if twin else load()
+        _RESTORERS[key] = Restorer(generator, device=torch_device, precision=precision, tile_size=tile_size,
                                    metadata=metadata, ensemble=ensemble)
     return _RESTORERS[key]
 
@@ -349,27 +385,49 @@ class QualityChoice:
     """The JPEG quality an image is restored for, and where it came from: "user" (``quality=``), "tables" (the file's
     quantization tables), "recorded" (the text chunk of ``quantize --format png``), "pixels" (the quantization steps
     the decoded pixels sit on; also those of an earlier, harsher JPEG under a file's tables), "head" (the model reads
-    it: 100 for a nearly lossless image, None for tile by tile), "none" (a model that is not told the quality)."""
+    it: 100 for a nearly lossless image, None for tile by tile), "none" (a model that is not told the quality).
+    ``kept`` says why the pixels are passed through unchanged instead, if they are."""
 
     quality: int | None
     source: str
     detail: str = ""  # e.g. "an earlier JPEG under the file's q75"
+    kept: str = ""  # e.g. "above the model's max_quality 90"
 
     @property
     def named(self) -> bool:
         """Whether a file or its user named a quality (what ``max_quality`` gates), rather than the pixels alone."""
         return self.source in ("user", "tables", "recorded") or bool(self.detail)
 
+    @property
+    def origin(self) -> str:
+        """Where the quality came from, in words: "the tables", "the pixels: an earlier JPEG under the file's q75"."""
+        return f"the {self.source}" + (f": {self.detail}" if self.detail else "")
+
     def __str__(self) -> str:
+        if self.kept:
+            return f"kept as it is, q{self.quality} from {self.origin} ({self.kept})"
         if self.quality is None:
             return "restored as its model reads each tile" if self.source == "head" else "restored (no quality told)"
-        detail = f": {self.detail}" if self.detail else ""
-        return f"restored as q{self.quality} (from the {self.source}{detail})"
+        return f"restored as q{self.quality} (from {self.origin})"
 
 
 def choose_quality(image: Image.Image, restorer: Restorer, quality: int | None = None) -> QualityChoice:
-    """What ``restore_image`` restores ``image`` for: ``quality`` if given, else what the file's tables say, else
-    (quality-aware models) what its pixels say (``quality_from_pixels``)."""
+    """What ``restore_image`` does with ``image``: restore it for ``quality`` if given, else for what the file's tables
+    say, else (quality-aware models) for what its pixels say (``quality_from_pixels``); or keep its pixels."""
+    choice = _quality_source(image, restorer, quality)
+    if restorer.scale != 1 or choice.quality is None:
+        return choice
+    max_quality = restorer.metadata.get("max_quality")
+    if choice.named and max_quality is not None and choice.quality > max_quality:
+        return replace(choice, kept=f"above the model's max_quality {max_quality}, where it was measured to harm")
+    # A grey JPEG of quality 100 lost nothing but the rounding of its DCT coefficients to integers (58-61 dB): told
+    # 100, `blind` moved the grey photos by -0.22..+0.01 dB there, so their pixels are kept.
+    if choice.quality == 100 and _is_greyscale(image):
+        return replace(choice, kept="a grey image at quality 100 lost only rounding")
+    return choice
+
+
+def _quality_source(image: Image.Image, restorer: Restorer, quality: int | None) -> QualityChoice:
     if quality is not None:
         return QualityChoice(quality, "user")
     named = estimate_jpeg_quality(image)
@@ -387,33 +445,34 @@ def choose_quality(image: Image.Image, restorer: Restorer, quality: int | None =
     return QualityChoice(read, "pixels" if read is not None and read < 100 else "head")
 
 
+def _is_greyscale(image: Image.Image) -> bool:
+    """A grey mode, or a grey photo stored as RGB (a grey JPEG decodes with R = G = B exactly)."""
+    return image.mode in GREYSCALE_MODES or is_grey(np.asarray(split_alpha(image)[0]))
+
+
 def restore_image(image: Image.Image, restorer: Restorer, quality: int | None = None, *,
-                  choice: QualityChoice | None = None) -> Image.Image:
+                  choice: QualityChoice | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> Image.Image:
     """Restore a PIL image of any mode: EXIF orientation applied, alpha passed through (resized with the image if
     the model upsamples), greyscale stays greyscale; the ICC profile and EXIF (orientation reset) kept in ``info``.
 
     A JPEG file says its quality in its quantization tables (``choose_quality``: for a quality-aware model, the
     harsher quality of an earlier JPEG that its pixels still show, if any); ``quality`` overrides it (a strength knob:
-    lower restores harder), and ``choice`` is that choice made already. Quality-aware models are told it (without
+    lower restores harder), and ``choice`` is that choice made already. ``progress(tiles done, tiles in all)``
+    follows the network's work (``Restorer.restore_array``). Quality-aware models are told the quality (without
     one, ``quality_from_pixels`` reads it from the quantization steps a JPEG left in the pixels, else the model
     predicts it); above the model's ``max_quality`` (where it was measured to do more harm than good), and for a grey
-    image of quality 100, the pixels are passed through unchanged.
+    image of quality 100, the pixels are passed through unchanged (``QualityChoice.kept`` says why).
     """
     choice = choice or choose_quality(image, restorer, quality)  # made already by a caller that reports it
     image = ImageOps.exif_transpose(image)  # its EXIF (camera, date, GPS) kept, the orientation tag removed
     icc_profile, exif = image.info.get("icc_profile"), image.info.get("exif")
     rgb, alpha = split_alpha(image)
-    # A grey photo stored as RGB (a grey JPEG decodes with R = G = B exactly) holds no colour to restore.
-    greyscale = image.mode in GREYSCALE_MODES or is_grey(np.asarray(rgb))
-    max_quality = restorer.metadata.get("max_quality")
-    condition = choice.quality
-    gated = choice.named and max_quality is not None and condition > max_quality
-    # A grey JPEG of quality 100 lost nothing but the rounding of its DCT coefficients to integers (58-61 dB): told
-    # 100, `blind` moved the grey photos by -0.22..+0.01 dB there, so their pixels are kept.
-    if restorer.scale == 1 and (gated or (greyscale and condition == 100)):
+    greyscale = _is_greyscale(image)  # a grey photo stored as RGB holds no colour to restore either
+    if choice.kept:
         restored = rgb.copy()
     else:
-        restored = Image.fromarray(restorer.restore_array(np.asarray(rgb), condition))
+        restored = Image.fromarray(restorer.restore_array(np.asarray(rgb), choice.quality, progress))
     if greyscale:
         restored = restored.convert("L")
         if image.mode not in GREYSCALE_MODES:
@@ -425,6 +484,15 @@ def restore_image(image: Image.Image, restorer: Restorer, quality: int | None = 
     if exif:
         restored.info["exif"] = exif
     return restored
+
+
+def save_restored(image: Image.Image, target: str | Path) -> Path:
+    """Write a restored image losslessly, in the format its suffix names (png, tif, webp), with the ICC profile and
+    EXIF it carries, atomically."""
+    options = {key: image.info[key] for key in ("icc_profile", "exif") if image.info.get(key)}
+    if Path(target).suffix.lower() == ".webp":
+        options |= {"lossless": True, "exact": True}  # Pillow's WebP is lossy unless told otherwise
+    return save_image_atomic(image, target, **options)
 
 
 def open_image(source: str | Path | Image.Image | np.ndarray) -> Image.Image:

@@ -76,6 +76,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 def run_config(checkpoint_path: Path) -> dict[str, Any]:
     """The Hydra config of the run that wrote ``outputs/<run>/checkpoints/x.ckpt`` (its latest attempt), or {}."""
+    from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     attempts = sorted(checkpoint_path.resolve().parent.parent.glob("runs/*/.hydra/config.yaml"))
@@ -85,9 +86,7 @@ def run_config(checkpoint_path: Path) -> dict[str, Any]:
     quality = OmegaConf.select(config, "data.quality")
     return {
         "qualities": OmegaConf.to_container(quality) if OmegaConf.is_config(quality) else quality,  # [lo, hi] or one
-        "training_data": f"{config.data.source._target_.rsplit('.', 1)[-1]} {Path(str(config.data.source.root)).name}"
-        if "data" in config and "source" in config.data
-        else None,
+        "training_data": instantiate(config.data.source).describe() if "source" in config.get("data", {}) else None,
         "experiment": config.get("experiment_name"),
     }
 

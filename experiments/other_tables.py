@@ -20,7 +20,8 @@ from PIL import Image
 
 from dequantizer.data.images import IJG_LUMINANCE, estimate_jpeg_quality, ijg_luminance_table
 from dequantizer.data.torch_jpeg import IJG_CHROMINANCE
-from dequantizer.evaluate import image_paths, load_photos, photo_metrics, to_unit_tensor
+from dequantizer.evaluate import image_paths, load_photos
+from dequantizer.metrics import psnr
 from dequantizer.restore import get_restorer, is_grey, quality_from_pixels, restore_image
 
 
@@ -29,11 +30,6 @@ def other_tables(quality: int) -> tuple[list[int], list[int]]:
     rng = np.random.default_rng(quality)
     return tuple(ijg_luminance_table(quality, np.asarray(base) * rng.uniform(0.8, 1.2, 64)).astype(int).tolist()
                  for base in (IJG_LUMINANCE, IJG_CHROMINANCE))
-
-
-def psnr(image: np.ndarray, reference: np.ndarray) -> float:
-    """The same per-image RGB PSNR as `dequantizer evaluate`."""
-    return float(photo_metrics(to_unit_tensor(image), to_unit_tensor(reference))[0])
 
 
 def main() -> None:

@@ -20,14 +20,9 @@ import torch
 from PIL import Image
 
 from dequantizer.data.images import jpeg_roundtrip
-from dequantizer.evaluate import image_paths, load_photos, to_unit_tensor
-from dequantizer.module import image_metrics
+from dequantizer.evaluate import image_paths, load_photos
+from dequantizer.metrics import psnr
 from dequantizer.restore import get_restorer, is_grey, quality_from_pixels, restore_image
-
-
-def psnr(image: np.ndarray, reference: np.ndarray) -> float:
-    """The same per-image RGB PSNR as training and `dequantizer evaluate`."""
-    return float(image_metrics(to_unit_tensor(image), to_unit_tensor(reference))[0])
 
 
 def to_uint8(restored: torch.Tensor) -> np.ndarray:

@@ -29,7 +29,8 @@ from other_tables import other_tables  # experiments/: IJG's tables, each step s
 from PIL import Image
 
 from dequantizer.data.images import read_image
-from dequantizer.evaluate import image_paths, load_photos, photo_metrics, to_unit_tensor
+from dequantizer.evaluate import image_paths, load_photos
+from dequantizer.metrics import psnr
 from dequantizer.restore import choose_quality, get_restorer, restore_image
 
 
@@ -106,13 +107,6 @@ def degrade(rgb: np.ndarray, case: Case) -> tuple[bytes, np.ndarray]:
     pixels = crop_and_resize(decoded(save_jpeg(rgb, case.first)), case) if case.first else reference
     tables = list(other_tables(case.second)) if case.camera_tables else None  # a camera's: not IJG's
     return save_jpeg(pixels, case.second, case.subsampling, case.progressive, tables), reference
-
-
-def psnr(image: np.ndarray, reference: np.ndarray) -> float:
-    """RGB PSNR as `dequantizer evaluate` computes it (a grey image as its three equal channels)."""
-    if image.ndim == 2:
-        image, reference = (np.repeat(pixels[..., None], 3, axis=2) for pixels in (image, reference))
-    return float(photo_metrics(to_unit_tensor(image), to_unit_tensor(reference))[0])
 
 
 def gain(data: bytes, reference: np.ndarray, restorer) -> tuple[float, float, int | None, str]:

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dequantizer.evaluate import image_paths, load_photos, to_unit_tensor
+from dequantizer.evaluate import image_paths, load_photos
 from dequantizer.files import atomic_write
 from dequantizer.losses import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD, efficientnet_lite
-from dequantizer.module import image_metrics
+from dequantizer.metrics import image_metrics, to_unit_tensor
 from dequantizer.restore import get_restorer, restore_image
 
 CROP = 128  # side of the comparison crops, in pixels of the photo

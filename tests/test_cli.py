@@ -274,3 +274,113 @@ def test_every_output_format_holds_the_restored_pixels_exactly(tmp_path, weights
     with Image.open(tmp_path / "png" / "photo.png") as png:
         with Image.open(tmp_path / output_format / f"photo.{output_format}") as other:
             np.testing.assert_array_equal(np.asarray(other.convert("RGB")), np.asarray(png))
+
+
+def test_quantize_and_dequantize_share_one_overwrite_rule(tmp_path, weights, capsys):
+    noise(32, 32).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    for command, target in (("quantize", out / "a.q10.jpg"), ("dequantize", out / "a.q10.png")):
+        target.write_bytes(b"kept")
+        source = tmp_path / ("a.png" if command == "quantize" else "a.q10.png")
+        if command == "dequantize":
+            quantize(noise(32, 32), 10).save(source)
+        extra = ["-m", str(weights)] if command == "dequantize" else []
+        assert main([command, str(source), "-o", str(out), *extra]) == 0
+        assert target.read_bytes() == b"kept"  # there already: skipped, and said so
+        assert "1 skipped (already there; --overwrite to redo)" in capsys.readouterr().err
+        assert main([command, str(source), "-o", str(out), "--overwrite", *extra]) == 0
+        assert target.read_bytes() != b"kept" and Image.open(target).size == (32, 32)
+        assert ", 0 skipped (already there; --overwrite to redo), 0 failed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("blocked", ["folder in the way", "file where a folder goes"])
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, weights, capsys, monkeypatch, blocked):
+    import dequantizer.restore
+
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    quantize(noise()).save(tmp_path / "in" / "sub" / "x.jpg")
+    quantize(noise(seed=1)).save(tmp_path / "in" / "y.jpg")
+    out = tmp_path / "out"
+    out.mkdir()
+    if blocked == "folder in the way":
+        (out / "sub" / "x.png").mkdir(parents=True)
+    else:
+        (out / "sub").write_text("a file")
+    restored = []
+    real_restore = dequantizer.restore.restore_image
+
+    def counted(image, *args, **kwargs):
+        restored.append(image.size)
+        return real_restore(image, *args, **kwargs)
+
+    monkeypatch.setattr(dequantizer.restore, "restore_image", counted)
+    assert main(["dequantize", str(tmp_path / "in"), "-o", str(out), "-m", str(weights)]) == 1
+    one_line_error(capsys, f"cannot write {out / 'sub' / 'x.png'}")
+    assert len(restored) == 1 and (out / "y.png").is_file()  # only the file that could be written was restored
+
+
+def test_a_single_large_photo_shows_its_tiles_progress(tmp_path, weights, capsys):
+    noise(16, 24).resize((300, 200), Image.BICUBIC).save(tmp_path / "large.jpg", quality=20)
+    assert main(["dequantize", str(tmp_path / "large.jpg"), "-o", str(tmp_path / "out"), "-m", str(weights),
+                 "--tile-size", "128"]) == 0
+    err = capsys.readouterr().err
+    assert "large.jpg: 100%" in err and "6/6 [" in err  # 3 x 2 tiles of 128 with the tiny model's 16-px overlap
+    assert main(["dequantize", str(tmp_path / "large.jpg"), "-o", str(tmp_path / "quiet"), "-m", str(weights),
+                 "--tile-size", "128", "--quiet"]) == 0
+    assert "tile" not in capsys.readouterr().err
+
+
+def test_each_file_says_what_was_done_even_when_kept(tmp_path, weights, capsys):
+    gated = tmp_path / "gated.safetensors"
+    save_generator(_state(weights), gated, {**read_metadata(weights), "max_quality": 90})
+    noise(32, 32).save(tmp_path / "mild.jpg", quality=95)
+    noise(32, 32).save(tmp_path / "harsh.jpg", quality=20)
+    assert main(["dequantize", str(tmp_path / "mild.jpg"), str(tmp_path / "harsh.jpg"), "-o", str(tmp_path / "out"),
+                 "-m", str(gated)]) == 0
+    out = capsys.readouterr().out
+    assert "mild.png: kept as it is, q95 from the tables (above the model's max_quality 90" in out
+    assert "harsh.png: restored as q20 (from the tables)" in out
+
+
+def test_models_lists_what_each_is_for_in_words(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "blind (default):" in out and "for JPEG quality 1-100; trained on" in out
+    assert "for JPEG quality 50; trained on Debian's desktop wallpapers" in out
+    assert "Photos" not in out  # no internal class names (FolderPhotos, SamplePhotos)
+
+
+def test_every_positional_argument_says_what_it_is():
+    from dequantizer.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name, command in commands.items():
+        for action in command._actions:
+            if not action.option_strings:
+                assert action.help, f"{name} {action.dest}"
+
+
+def test_evaluate_grids_every_photo_labelled_and_apart(tmp_path, weights, capsys):
+    from dequantizer.evaluate import Row, gain_figure
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        for index in range(3):  # the same names in both folders
+            photo = noise(12, 16, seed=index + ord(folder)).resize((64, 48), Image.BICUBIC)
+            photo.save(tmp_path / folder / f"{index}.png")
+    assert main(["evaluate", str(tmp_path / "a"), str(tmp_path / "b"), "-q", "10", "-m", str(weights), "--quiet",
+                 "-o", str(tmp_path / "r")]) == 0
+    grids = sorted(path.name for path in (tmp_path / "r" / "grids").iterdir())
+    assert grids == [f"{folder}_{index}_q10.png" for folder in "ab" for index in range(3)]  # all six, none overwritten
+    grid = np.asarray(Image.open(tmp_path / "r" / "grids" / "b_2_q10.png"))
+    strip = grid.shape[0] - 48
+    assert grid.shape[1] == 3 * 64 and strip > 0  # JPEG | restored | original, under a strip of labels
+    assert (grid[:strip] < 128).any() and (grid[:strip] == 255).mean() > 0.5  # dark text on white
+    assert np.array_equal(grid[strip:, 128:], np.asarray(Image.open(tmp_path / "b" / "2.png")))
+    # One quality: a bar with its value, not a lone dot on a quality axis; several: a line.
+    rows = [Row(10, 6, 30.0, 31.0, 0.8, 0.85, 30.0, 31.0)]
+    (axis,) = gain_figure(rows, [], 0).axes
+    assert len(axis.patches) == 1 and axis.texts[0].get_text() == "+1.00 dB" and not axis.lines[1:]
+    (axis,) = gain_figure(rows + [Row(20, 6, 32.0, 32.5, 0.8, 0.85, 32.0, 32.5)], [], 0).axes
+    assert not axis.patches and list(axis.lines[0].get_xdata()) == [10, 20]

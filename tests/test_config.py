@@ -94,3 +94,28 @@ def test_cfg_job_prints_the_composed_config(tmp_path):
         )
         assert result.returncode == 0, result.stderr
         assert f"experiment_name: {experiment}" in result.stdout
+
+
+def readme_train_commands() -> list[tuple[list[str], str]]:
+    """The `python train.py` commands of the README's first code block: (overrides, comment)."""
+    block = (ROOT / "README.md").read_text().split("```")[1].replace("\\\n", " ")
+    commands = []
+    for line in block.splitlines():
+        command, _, comment = line.partition("#")
+        words = command.split()
+        if words[:2] == ["python", "train.py"]:
+            commands.append(([word for word in words[2:] if word != "-m"], comment))
+    return commands
+
+
+def test_the_readmes_first_training_commands_run_offline_or_say_what_they_need(tmp_path):
+    commands = readme_train_commands()
+    assert len(commands) == 3
+    for overrides, comment in commands:
+        cfg = compose_config([override.split(",")[0] for override in overrides], tmp_path)
+        needs_flickr = cfg.data.source._target_.endswith("FlickrPhotos")
+        needs_vgg = cfg.loss.content.weight > 0 and cfg.loss.content.network._target_.endswith("VGGFeatures")
+        if needs_flickr or needs_vgg:
+            assert "needs" in comment and ("Flickr" in comment) == needs_flickr and ("VGG19" in comment) == needs_vgg
+        else:
+            assert "offline" in comment, overrides

@@ -106,7 +106,7 @@ def test_gan_max_steps_counts_batches(tmp_path):
 
 
 def test_metrics_are_per_image_means_in_fp32_even_under_autocast():
-    from dequantizer.module import image_metrics
+    from dequantizer.metrics import image_metrics
 
     target = torch.zeros(2, 3, 8, 8)
     restored = target.clone()

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from dequantizer import dequantize, quantize
-from dequantizer.evaluate import to_unit_tensor
-from dequantizer.module import image_metrics
+from dequantizer.metrics import image_metrics, to_unit_tensor
 from dequantizer.restore import DEFAULT_MODEL, shipped_models
 from dequantizer.weights import read_metadata
 

@@ -62,7 +62,7 @@ def test_overfit_rises_above_the_jpeg_input(tmp_path, samples_dir):
     metadata = read_metadata(tmp_path / "quick.safetensors")
     assert metadata["qualities"] == 5 and metadata["experiment"] == "quick"
     assert metadata["command"] == "python train.py"
-    assert metadata["training_data"] == "SamplePhotos samples"
+    assert metadata["training_data"] == "scikit-image's sample photos"  # in words, not a class name
     validation = metadata["validation"]
     assert abs(validation["val/psnr"] - max(psnr)) < 1e-3 and abs(validation["val/psnr_jpeg"] - jpeg) < 1e-3
     assert main(["models"]) == 0  # the shipped ones still list
@@ -153,6 +153,15 @@ def test_bad_values_give_one_clear_line(tmp_path, samples_dir, overrides, messag
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+    assert not list(tmp_path.glob("outputs/*"))  # a launch that failed leaves no empty run folder behind
+
+
+def test_a_run_too_short_to_validate_says_its_table_is_of_the_last_weights(tmp_path, samples_dir):
+    result = run_train(tmp_path, *QUICK, "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=2",
+                       samples=samples_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "the weights at the end of training (no validation ran, so there is no best.ckpt)" in result.stdout
+    assert "never used to pick best.ckpt" not in result.stdout and "best checkpoint:" not in result.stdout
 
 
 def start_train(root, samples, overrides):

@@ -58,6 +58,10 @@ class FolderPhotos:
         """Photos of one group always land in the same split."""
         return path.relative_to(self.root).with_suffix("").as_posix()
 
+    def describe(self) -> str:
+        """What these photos are, in words (exports record it as the model's training data)."""
+        return f"the photos under {self.root.name}/"
+
     def saved_split(self) -> dict[str, list[str]] | None:
         """A split fixed by whoever made the data, or None to let the DataModule make and save one."""
         return None
@@ -93,6 +97,9 @@ class SamplePhotos(FolderPhotos):
     def group(self, path: Path) -> str:
         return SAMPLE_GROUPS.get(path.stem, path.stem)
 
+    def describe(self) -> str:
+        return "scikit-image's sample photos"
+
 
 class FlickrPhotos(FolderPhotos):
     """The prepared Flickr set: ``root/images/*.png`` and ``root/split.json`` written by ``dequantizer prepare``.
@@ -118,6 +125,9 @@ class FlickrPhotos(FolderPhotos):
                 "(see README, needs FLICKR_API_KEY), or train on other photos with data=samples or data=folder"
             )
         return super().photo_paths()
+
+    def describe(self) -> str:
+        return f"Flickr photos from `dequantizer download` ({self.root.parent.name}/: terms in its ATTRIBUTION.txt)"
 
     def saved_split(self) -> dict[str, list[str]]:
         split = json.loads((self.root / "split.json").read_text())
