@@ -27,6 +27,7 @@ import dequantizer.config  # noqa: E402,F401  (registers the config resolvers)
 from dequantizer.errors import DequantizerError  # noqa: E402
 
 log = logging.getLogger("dequantizer")
+attempt_trainer: L.Trainer | None = None  # this attempt's: a run that failed after it took steps keeps its folder
 
 
 def resume_checkpoint(cfg: DictConfig) -> str | None:
@@ -89,6 +90,8 @@ def train(cfg: DictConfig) -> float | None:
         # The composed config; secrets are never in it (API keys are read from the environment in code).
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
+    global attempt_trainer
+    attempt_trainer = trainer
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     best_checkpoint = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     best_score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
@@ -123,15 +126,16 @@ def main(cfg: DictConfig) -> float | None:
         if cause is None:
             raise
         # Under DDP every rank stops with the same error: one of them says it.
-        if rank_zero_only.rank == 0:
+        trained = attempt_trainer is not None and attempt_trainer.global_step > 0
+        if rank_zero_only.rank == 0 and not trained:
             remove_empty_attempt(Path(cfg.paths.output_dir))
             print(f"error: {cause}", file=sys.stderr)
         sys.exit(2)
 
 
 def remove_empty_attempt(attempt: Path) -> None:
-    """A launch that failed before it trained leaves no folder behind: its attempt folder holds only Hydra's saved
-    config and log, and the run's folders above it are removed too where that leaves them empty."""
+    """A launch that failed before it trained leaves no folder behind: its attempt folder, which holds only Hydra's
+    saved config and log, and the run's folders above it where that leaves them empty."""
     if not attempt.is_dir() or any(path.name not in (".hydra", "train.log") for path in attempt.iterdir()):
         return
     shutil.rmtree(attempt)

@@ -6,20 +6,25 @@ by side at 100%, and hands out the restorations as lossless PNG. The work is don
 line's (``choose_quality``, ``restore_image``, ``save_restored``), so a download equals ``dequantize()`` of the file.
 """
 
+import atexit
 import os
+import shutil
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from dequantizer.errors import DequantizerError
 from dequantizer.restore import (
     DEFAULT_MODEL,
     SELF_ENSEMBLE_SIZES,
+    QualityChoice,
     choose_quality,
+    decoded_view,
     get_restorer,
     open_image,
     restore_image,
@@ -28,6 +33,7 @@ from dequantizer.restore import (
 )
 
 ZOOM_SIDE = 384  # the side of the 100% views, in image pixels
+KEEP_RUNS_SECONDS = 3600  # restorations older than this are deleted when the next one starts
 ENSEMBLE_CHOICES = [("1 view", 1), ("2: mirrored", 2), ("4: flipped", 4), ("8: flipped and transposed", 8)]
 assert [size for _, size in ENSEMBLE_CHOICES] == list(SELF_ENSEMBLE_SIZES)
 
@@ -49,7 +55,8 @@ class Failed:
 
 
 def detect(paths: Sequence[str | Path], model: str | None = None, device: str | None = None) -> list[list[str]]:
-    """One row per file: its name, the quality it would be restored for, where that comes from; or its error."""
+    """One row per file: its name, the quality it would be restored for, where that comes from, a note; or its
+    error."""
     restorer = get_restorer(model, device)
     rows = []
     for path in paths:
@@ -59,9 +66,26 @@ def detect(paths: Sequence[str | Path], model: str | None = None, device: str | 
         except DequantizerError as error:
             rows.append([name, "", "", f"error: {_named(error, path)}"])
             continue
-        quality = "each tile" if choice.quality is None else f"q{choice.quality}"
-        rows.append([name, quality, choice.origin, "kept as it is: " + choice.kept if choice.kept else ""])
+        rows.append([name, *_described(choice)])
     return rows
+
+
+def _described(choice: QualityChoice) -> list[str]:
+    """[quality, read from, note] for the table of what each photo will be restored for."""
+    quality = "" if choice.quality is None else f"q{choice.quality}"
+    origin = "" if choice.quality is None else choice.origin
+    if choice.kept:
+        return [quality, origin, f"kept as it is: {choice.kept}"]
+    if not choice.told:
+        return [quality, origin, "this model restores without being told a quality"]
+    if choice.quality is None:
+        return ["each tile's own", "the model reads it", ""]
+    return [quality, origin, ""]
+
+
+def is_quality_aware(model: str | None = None, device: str | None = None) -> bool:
+    """Whether a model is told the quality, so that the strength control changes what it does."""
+    return hasattr(get_restorer(model, device).generator, "quality_head")
 
 
 def restore_files(paths: Sequence[str | Path], folder: Path, model: str | None = None, device: str | None = None,
@@ -79,16 +103,20 @@ def restore_files(paths: Sequence[str | Path], folder: Path, model: str | None =
         def tiles(done: int, total: int, index: int = index, name: str = name) -> None:
             report((index + done / total) / len(paths), f"{name} ({index + 1} of {len(paths)}): tile {done} of {total}")
 
+        # <index>/<stem>.png, the download, and <index>/input/<stem>.png, the view of the JPEG: never the same file.
+        after = folder / str(index) / f"{Path(name).stem}.png"
+        before = after.parent / "input" / after.name
         try:
             image = open_image(path)
             choice = choose_quality(image, restorer, quality)
             restored = restore_image(image, restorer, choice=choice, progress=tiles)
-            target = folder / str(index)
-            target.mkdir(parents=True, exist_ok=True)
-            after = save_restored(restored, target / f"{Path(name).stem}.png")
-            before = save_restored(_decoded(image), target / "before.png")
+            save_restored(restored, after)
+            save_restored(decoded_view(image), before)
         except DequantizerError as error:
             results.append(Failed(name, _named(error, path)))
+            continue
+        except OSError as error:  # a full disk: this photo fails, the others go on
+            results.append(Failed(name, f"cannot write its restoration: {error.strerror or error}"))
             continue
         results.append(Restored(name, before, after, str(choice)))
     report(1.0, "done")
@@ -100,12 +128,11 @@ def _named(error: DequantizerError, path: str | Path) -> str:
     return str(error).replace(f"{path}: ", "").replace(str(path), Path(path).name)
 
 
-def _decoded(image: Image.Image) -> Image.Image:
-    """The input as a browser should show it beside the restoration: upright, in RGB(A) or L."""
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("RGB", "RGBA", "L"):
-        return image
-    return image.convert("RGBA" if "A" in image.getbands() else "RGB")
+def prune(folder: Path, age: float = KEEP_RUNS_SECONDS) -> None:
+    """Delete the runs under ``folder`` older than ``age`` seconds: a page left open does not fill the disk."""
+    for run in folder.iterdir():
+        if run.is_dir() and time.time() - run.stat().st_mtime > age:
+            shutil.rmtree(run, ignore_errors=True)
 
 
 def zoom(result: Restored, centre: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
@@ -124,7 +151,9 @@ def build(model: str | None = None, device: str | None = None, folder: Path | No
     """The page, as a ``gradio.Blocks``; restorations are written under ``folder`` (default: a temporary one)."""
     import gradio as gr
 
-    folder = folder or Path(tempfile.mkdtemp(prefix="dequantizer-app-"))
+    if folder is None:
+        folder = Path(tempfile.mkdtemp(prefix="dequantizer-app-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
     models = list(shipped_models())
     if model is not None and model not in models:
         models.append(model)  # a weights file given on the command line
@@ -138,9 +167,16 @@ def build(model: str | None = None, device: str | None = None, folder: Path | No
         qualities = [int(row[1][1:]) for row in rows if row[1].startswith("q")]
         return rows, gr.Slider(value=qualities[0]) if qualities else gr.Slider()  # the knob starts where it reads
 
+    def knobs(model_name, detected):
+        # A model that is not told the quality (the paper's: one quality each) has no strength to set.
+        aware = is_quality_aware(model_name, device)
+        info = "" if aware else "this model restores one quality: it has no strength control"
+        return gr.Checkbox(interactive=aware), gr.Slider(interactive=aware and not detected, info=info)
+
     def on_restore(paths, model_name, detected, quality, ensemble, progress=gr.Progress()):  # noqa: B008 (Gradio's way)
         if not paths:
             raise gr.Error("Drop one or more photos first.")
+        prune(folder)
         run = Path(tempfile.mkdtemp(dir=folder))
         results = restore_files(paths, run, model_name, device, None if detected else int(quality), int(ensemble),
                                 lambda fraction, text: progress(fraction, desc=text))
@@ -197,19 +233,24 @@ def build(model: str | None = None, device: str | None = None, folder: Path | No
             after_zoom = gr.Image(label="Restored at 100%", format="png", interactive=False, elem_id="after-zoom",
                                   height=ZOOM_SIDE + 16)
 
-        files.change(on_upload, [files, model_box], [found, quality])
-        model_box.change(on_upload, [files, model_box], [found, quality])
-        detected.change(lambda auto: gr.Slider(interactive=not auto), detected, quality)
+        # One model, one CPU: reading qualities and restoring take turns (one queue for both).
+        files.change(on_upload, [files, model_box], [found, quality], concurrency_id="model")
+        model_box.change(on_upload, [files, model_box], [found, quality], concurrency_id="model")
+        model_box.change(knobs, [model_box, detected], [detected, quality])
+        detected.change(knobs, [model_box, detected], [detected, quality])
         button.click(on_restore, [files, model_box, detected, quality, ensemble],
-                     [done_state, report, downloads, compare, slider, before_zoom, after_zoom, corner])
+                     [done_state, report, downloads, compare, slider, before_zoom, after_zoom, corner],
+                     concurrency_id="model")
         compare.input(show, [done_state, compare], [slider, before_zoom, after_zoom, corner])
         for view in (before_zoom, after_zoom):
             view.select(on_zoom_click, [done_state, compare, corner], [before_zoom, after_zoom, corner])
     return page
 
 
-# The 100% views show their pixels one to one: never scaled to fit.
-CSS = "#before-zoom img, #after-zoom img { object-fit: none; image-rendering: pixelated; }"
+# The 100% views show their pixels one to one: the image at its own size, never scaled to fit (so a click's
+# position, which Gradio maps as for a fitted image, is the pixel's).
+CSS = ("#before-zoom img, #after-zoom img { width: auto !important; height: auto !important; max-width: none; "
+       "max-height: none; object-fit: none; image-rendering: pixelated; }")
 
 
 def start(host: str = "127.0.0.1", port: int = 7860, model: str | None = None, device: str | None = None):
@@ -224,8 +265,9 @@ def start(host: str = "127.0.0.1", port: int = 7860, model: str | None = None, d
     try:
         page.queue(default_concurrency_limit=1).launch(server_name=host, server_port=port, theme=_theme(), css=CSS,
                                                        footer_links=[], quiet=True, prevent_thread_lock=True)
-    except OSError as error:  # Gradio's "Cannot find empty port"
-        raise DequantizerError(f"cannot serve on {host}:{port} ({error}): choose another --port") from None
+    except OSError as error:  # Gradio's "Cannot find empty port", or a host that is not this machine's
+        raise DequantizerError(f"cannot serve on {host}:{port} ({error}): check --host, or choose another --port"
+                               ) from None
     return page
 
 

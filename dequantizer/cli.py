@@ -76,16 +76,18 @@ def _writing(target: Path) -> Iterator[None]:
 
 def _check_target(path: Path, target: Path) -> None:
     """Refuse, before any work on ``path``, an output that cannot be written: the input itself, a folder in the way,
-    a folder of the mirrored tree that cannot be made or written to."""
+    a file where a folder of the mirrored tree goes, a folder that cannot be written to."""
     if target.resolve() == path.resolve():
         raise DequantizerError(f"{path}: refusing to overwrite an input; choose another --output folder")
     if target.is_dir():
         raise DequantizerError(f"cannot write {target}: a folder of that name is in the way")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:  # a file where a folder of the mirrored tree goes, permissions
-        raise DequantizerError(f"cannot write {target}: {error.strerror}") from None
-    if not os.access(target.parent, os.W_OK | os.X_OK):
+    # Folders are made when the file is written; here, the nearest one that exists must take them.
+    existing = target.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DequantizerError(f"cannot write {target}: {existing} is a file, where a folder goes")
+    if not os.access(existing, os.W_OK | os.X_OK):
         raise DequantizerError(f"cannot write {target} (permission denied): choose another --output folder")
 
 
@@ -268,8 +270,9 @@ def _export(args: argparse.Namespace) -> int:
         if given:  # the ONNX file keeps the source's metadata as it is
             raise DequantizerError(f"{', '.join(given)}: for the safetensors export only; export the checkpoint to "
                                    "safetensors with them first, then that file with --onnx")
-        path, worst = export_onnx(args.source, args.output)
-        print(f"wrote {path} (onnxruntime matches torch on photo crops within {worst:.2g} grey levels)")
+        path, (worst, quality_worst) = export_onnx(args.source, args.output)
+        print(f"wrote {path} (onnxruntime matches torch on photo crops within {worst:.2g} grey levels"
+              + (f", and the quality it reads within {quality_worst:.2g})" if quality_worst else ")"))
         return 0
     path = export_checkpoint(args.source, args.output, description=args.description, command=args.command,
                              max_quality=args.max_quality, half=args.half, training_data=args.training_data)

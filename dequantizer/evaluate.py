@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -102,14 +103,22 @@ def evaluate(restorer: Restorer, photos: dict[str, np.ndarray], qualities: list[
 
 
 def unique_names(paths: list[str]) -> dict[str, str]:
-    """A file name for each photo's grids: its path below the folder all the photos share, without the suffix, with
-    "/" as "_", so photos of the same name in two folders never overwrite each other's grids."""
+    """A file name for each photo's grids: its path below the folder all the photos share, "/" as "_", without its
+    suffix where that is unique, else with it, else with a counter: no photo's grids overwrite another's."""
     if not paths:
         return {}
     parents = [Path(path).resolve().parent for path in paths]
     common = Path(os.path.commonpath(parents)) if len(paths) > 1 else parents[0]
-    return {path: Path(path).resolve().relative_to(common).with_suffix("").as_posix().replace("/", "_")
-            for path in paths}
+    relative = {path: Path(path).resolve().relative_to(common) for path in paths}
+    stems = Counter(rel.with_suffix("").as_posix().replace("/", "_") for rel in relative.values())
+    names, taken = {}, Counter()
+    for path, rel in relative.items():
+        name = rel.with_suffix("").as_posix().replace("/", "_")
+        if stems[name] > 1:
+            name = rel.as_posix().replace("/", "_").replace(".", "_")
+        taken[name] += 1
+        names[path] = name if taken[name] == 1 else f"{name}-{taken[name]}"
+    return names
 
 
 def labelled_grid(images: list[np.ndarray], labels: tuple[str, ...]) -> Image.Image:

@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from dequantizer.models import QualityUNet, to_model_range
 EXPORT_FORMAT = 1  # the graph's interface; a change makes cached exports stale (their file names hold it)
 INSTALL_HINT = "pip install 'dequantizer[onnx]'"
 MAX_GREY_LEVELS = 1.0  # an export whose pixels differ from torch's by more than this (of 255) is not written
+MAX_QUALITY_POINTS = 0.5  # nor one whose quality used differs by more than this (the quality restored for)
 
 
 def import_onnxruntime():
@@ -89,10 +91,11 @@ def check_photos() -> list[np.ndarray]:
     return [np.array(photo[64:200, 96:296]), np.array(photo[280:352, 200:248])]  # 136x200, 72x48: as tiles are
 
 
-def compare(session, graph: ExportGraph, photos: list[np.ndarray]) -> float:
-    """The largest difference, in grey levels of 255, between the graph run by onnxruntime and by torch (fp32) on
-    ``photos``; quality-aware models are run with a quality given for one view and predicted for the other."""
-    worst = 0.0
+def compare(session, graph: ExportGraph, photos: list[np.ndarray]) -> tuple[float, float]:
+    """The largest differences between the graph run by onnxruntime and by torch (fp32) on ``photos``: of the
+    restored pixels, in grey levels of 255, and of the quality used (quality-aware models, run with a quality given
+    for one view and predicted for the other; else 0)."""
+    worst = quality_worst = 0.0
     for photo in photos:
         pixels = torch.from_numpy(photo).permute(2, 0, 1)[None]
         image = to_model_range(torch.cat([pixels, pixels.flip(-1)])).contiguous()
@@ -107,14 +110,14 @@ def compare(session, graph: ExportGraph, photos: list[np.ndarray]) -> float:
         expected = expected if graph.aware else (expected,)
         worst = max(worst, float(np.abs(outputs[0] - expected[0].numpy()).max()) * 127.5)
         if graph.aware:  # the quality used: a quality off by a few would restore a little differently
-            worst = max(worst, float(np.abs(outputs[1] - expected[1].numpy()).max()))
-    return worst
+            quality_worst = max(quality_worst, float(np.abs(outputs[1] - expected[1].numpy()).max()))
+    return worst, quality_worst
 
 
-def export_onnx(source: str | Path | None, output: str | Path) -> tuple[Path, float]:
+def export_onnx(source: str | Path | None, output: str | Path) -> tuple[Path, tuple[float, float]]:
     """Export a model (a shipped name, a .safetensors or a .ckpt file) to ``output`` (.onnx), checked first with
     onnxruntime against torch on real photo crops; nothing is written unless they agree within ``MAX_GREY_LEVELS``.
-    Returns the file and the largest difference found (grey levels of 255)."""
+    Returns the file and the largest differences found (``compare``: grey levels of 255, quality points)."""
     from dequantizer.restore import load_generator, receptive_radius, resolve_model, tile_overlap
 
     output = Path(output)
@@ -156,12 +159,13 @@ def export_onnx(source: str | Path | None, output: str | Path) -> tuple[Path, fl
     model = program.model_proto
     onnx.helper.set_model_props(model, {key: json.dumps(value) for key, value in metadata.items()})
     data = model.SerializeToString()
-    worst = compare(session(ort, data, ["CPUExecutionProvider"]), graph, check_photos())
-    if worst > MAX_GREY_LEVELS:
-        raise DequantizerError(f"the ONNX export of {path.name} differs from torch by {worst:.2f} grey levels "
-                               f"(more than {MAX_GREY_LEVELS:g}): not written")
+    worst, quality_worst = compare(session(ort, data, ["CPUExecutionProvider"]), graph, check_photos())
+    if worst > MAX_GREY_LEVELS or quality_worst > MAX_QUALITY_POINTS:
+        raise DequantizerError(f"the ONNX export of {path.name} differs from torch by {worst:.2f} grey levels and "
+                               f"{quality_worst:.2f} in the quality it reads (more than {MAX_GREY_LEVELS:g} and "
+                               f"{MAX_QUALITY_POINTS:g}): not written")
     try:
-        return atomic_write(output, data), worst
+        return atomic_write(output, data), (worst, quality_worst)
     except OSError as error:
         raise DequantizerError(f"cannot write {output}: {error.strerror or error}") from None
 
@@ -185,14 +189,32 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dequantizer" / "onnx"
 
 
+_DIGESTS: dict[tuple, str] = {}  # (path, size, mtime) -> digest: a weights file is hashed once per process
+
+
+def export_digest(path: Path) -> str:
+    """A hash of what an export is made from: the weights, the code that builds and exports the networks, torch."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256(f"onnx_format {EXPORT_FORMAT} torch {torch.__version__}\n".encode())
+        for source in (path, Path(__file__), Path(sys.modules[QualityUNet.__module__].__file__)):
+            with source.open("rb") as file:
+                digest.update(hashlib.file_digest(file, "sha256").digest())
+        _DIGESTS[key] = digest.hexdigest()[:16]
+    return _DIGESTS[key]
+
+
 def cached_export(path: Path) -> Path:
     """The ONNX export of a weights file, made once into ``cache_dir()`` under a name that holds a hash of the
-    weights (and of the export format), so changed weights are exported again."""
+    weights, of the code that exports them and of torch (``export_digest``), so a change to any is exported again."""
     if not path.is_file():
         raise DequantizerError(f"model file {path} does not exist")
-    digest = hashlib.sha256(f"onnx_format {EXPORT_FORMAT}\n".encode() + path.read_bytes()).hexdigest()[:16]
-    target = cache_dir() / f"{path.stem}-{digest}.onnx"
-    return target if target.is_file() else export_onnx(path, target)[0]
+    target = cache_dir() / f"{path.stem}-{export_digest(path)}.onnx"
+    if not target.is_file():
+        print(f"exporting {path.name} to ONNX once, into {target.parent}", file=sys.stderr)  # takes seconds
+        export_onnx(path, target)
+    return target
 
 
 # -- running ----------------------------------------------------------------------------------------------------------
@@ -261,6 +283,10 @@ def load_onnx_generator(path: Path, device: str | torch.device | None = None) ->
     except Exception as error:  # onnxruntime's own exception types, for a damaged or foreign file
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DequantizerError(f"cannot read {path}: not an ONNX model onnxruntime can run ({reason})") from None
+    # onnxruntime falls back to the CPU, quietly, where its CUDA provider finds no usable GPU.
+    if device is not None and "CUDAExecutionProvider" in str(chosen) and \
+            "CUDAExecutionProvider" not in inference_session.get_providers():
+        raise DequantizerError(f"device {str(device)!r}: onnxruntime found no usable GPU there; use --device cpu")
     try:
         metadata = {key: json.loads(value) for key, value in
                     inference_session.get_modelmeta().custom_metadata_map.items()}

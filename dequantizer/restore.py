@@ -332,7 +332,7 @@ def get_restorer(model: str | Path | None = None, device: str | torch.device | N
         torch_device = torch.device("cpu")  # tiles are cut and blended on the CPU; onnxruntime places the network
 
         def load():
-            return onnx_engine.load_onnx_generator(path, name)
+            return onnx_engine.load_onnx_generator(path, device)
     else:
         path = resolve_model(model)
         torch_device = parse_device(device)
@@ -386,12 +386,14 @@ class QualityChoice:
     quantization tables), "recorded" (the text chunk of ``quantize --format png``), "pixels" (the quantization steps
     the decoded pixels sit on; also those of an earlier, harsher JPEG under a file's tables), "head" (the model reads
     it: 100 for a nearly lossless image, None for tile by tile), "none" (a model that is not told the quality).
-    ``kept`` says why the pixels are passed through unchanged instead, if they are."""
+    ``kept`` says why the pixels are passed through unchanged instead, if they are; ``told`` is False for a model
+    that restores without being told a quality (the paper's: one quality each), which the quality only gates."""
 
     quality: int | None
     source: str
     detail: str = ""  # e.g. "an earlier JPEG under the file's q75"
     kept: str = ""  # e.g. "above the model's max_quality 90"
+    told: bool = True
 
     @property
     def named(self) -> bool:
@@ -406,8 +408,11 @@ class QualityChoice:
     def __str__(self) -> str:
         if self.kept:
             return f"kept as it is, q{self.quality} from {self.origin} ({self.kept})"
+        if not self.told:
+            named = f"; q{self.quality} from {self.origin}" if self.quality is not None else ""
+            return f"restored (its model is not told a quality{named})"
         if self.quality is None:
-            return "restored as its model reads each tile" if self.source == "head" else "restored (no quality told)"
+            return "restored as its model reads each tile"
         return f"restored as q{self.quality} (from {self.origin})"
 
 
@@ -415,6 +420,8 @@ def choose_quality(image: Image.Image, restorer: Restorer, quality: int | None =
     """What ``restore_image`` does with ``image``: restore it for ``quality`` if given, else for what the file's tables
     say, else (quality-aware models) for what its pixels say (``quality_from_pixels``); or keep its pixels."""
     choice = _quality_source(image, restorer, quality)
+    if not hasattr(restorer.generator, "quality_head"):
+        choice = replace(choice, told=False)
     if restorer.scale != 1 or choice.quality is None:
         return choice
     max_quality = restorer.metadata.get("max_quality")
@@ -422,7 +429,7 @@ def choose_quality(image: Image.Image, restorer: Restorer, quality: int | None =
         return replace(choice, kept=f"above the model's max_quality {max_quality}, where it was measured to harm")
     # A grey JPEG of quality 100 lost nothing but the rounding of its DCT coefficients to integers (58-61 dB): told
     # 100, `blind` moved the grey photos by -0.22..+0.01 dB there, so their pixels are kept.
-    if choice.quality == 100 and _is_greyscale(image):
+    if choice.quality == 100 and is_grey_image(image):
         return replace(choice, kept="a grey image at quality 100 lost only rounding")
     return choice
 
@@ -445,9 +452,21 @@ def _quality_source(image: Image.Image, restorer: Restorer, quality: int | None)
     return QualityChoice(read, "pixels" if read is not None and read < 100 else "head")
 
 
-def _is_greyscale(image: Image.Image) -> bool:
+def is_grey_image(image: Image.Image) -> bool:
     """A grey mode, or a grey photo stored as RGB (a grey JPEG decodes with R = G = B exactly)."""
     return image.mode in GREYSCALE_MODES or is_grey(np.asarray(split_alpha(image)[0]))
+
+
+def decoded_view(image: Image.Image) -> Image.Image:
+    """The input as ``restore_image`` reads it, to show beside its restoration: upright, 8-bit RGB or L (a grey
+    photo), with its alpha; without an ICC profile (a CMYK one would not describe these pixels)."""
+    image = ImageOps.exif_transpose(image)
+    rgb, alpha = split_alpha(image)
+    view = rgb.convert("L") if is_grey_image(image) else rgb
+    if alpha is not None:
+        view.putalpha(alpha)
+    view.info.pop("icc_profile", None)
+    return view
 
 
 def restore_image(image: Image.Image, restorer: Restorer, quality: int | None = None, *,
@@ -458,7 +477,8 @@ def restore_image(image: Image.Image, restorer: Restorer, quality: int | None = 
 
     A JPEG file says its quality in its quantization tables (``choose_quality``: for a quality-aware model, the
     harsher quality of an earlier JPEG that its pixels still show, if any); ``quality`` overrides it (a strength knob:
-    lower restores harder), and ``choice`` is that choice made already. ``progress(tiles done, tiles in all)``
+    lower restores harder), and ``choice`` is what ``choose_quality`` returned already (it also decides whether
+    the pixels are kept as they are). ``progress(tiles done, tiles in all)``
     follows the network's work (``Restorer.restore_array``). Quality-aware models are told the quality (without
     one, ``quality_from_pixels`` reads it from the quantization steps a JPEG left in the pixels, else the model
     predicts it); above the model's ``max_quality`` (where it was measured to do more harm than good), and for a grey
@@ -468,7 +488,7 @@ def restore_image(image: Image.Image, restorer: Restorer, quality: int | None = 
     image = ImageOps.exif_transpose(image)  # its EXIF (camera, date, GPS) kept, the orientation tag removed
     icc_profile, exif = image.info.get("icc_profile"), image.info.get("exif")
     rgb, alpha = split_alpha(image)
-    greyscale = _is_greyscale(image)  # a grey photo stored as RGB holds no colour to restore either
+    greyscale = is_grey_image(image)  # a grey photo stored as RGB holds no colour to restore either
     if choice.kept:
         restored = rgb.copy()
     else:

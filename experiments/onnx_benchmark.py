@@ -22,14 +22,11 @@ import numpy as np
 import torch
 
 from dequantizer.data.images import jpeg_roundtrip_array, load_rgb
+from dequantizer.metrics import psnr
 from dequantizer.restore import DEFAULT_MODEL, get_restorer
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PHOTO = ROOT.parent / "shared" / "photos" / "wallpapers_popos" / "nasa-45068.png"  # 1000x1000
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(255**2 / np.mean((a.astype(np.float64) - b) ** 2)))
 
 
 def main() -> None:

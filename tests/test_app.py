@@ -1,6 +1,7 @@
 """`dequantizer app`: its work on files, and the page end to end in a real headless browser (Debian's Chromium
 driven by chromedriver; `make test` installs both where missing)."""
 
+import os
 import shutil
 import socket
 import time
@@ -12,7 +13,7 @@ import skimage.data
 from PIL import Image
 
 from dequantizer import dequantize
-from dequantizer.app import ZOOM_SIDE, Failed, Restored, detect, restore_files, start, zoom
+from dequantizer.app import ZOOM_SIDE, Failed, Restored, detect, is_quality_aware, prune, restore_files, start, zoom
 from dequantizer.cli import main
 from dequantizer.errors import DequantizerError
 
@@ -57,6 +58,48 @@ def test_strength_overrides_the_detected_quality(photos, tmp_path):
     (strong,) = restore_files([photos["jpeg"]], tmp_path, quality=5)
     assert strong.done == "restored as q5 (from the user)"
     assert np.array_equal(np.asarray(Image.open(strong.after)), np.asarray(dequantize(photos["jpeg"], quality=5)))
+
+
+def test_every_kind_of_photo_is_shown_as_it_is_restored(tmp_path):
+    """The JPEG view beside a restoration is the input as the restorer reads it: upright, 8-bit, grey kept grey,
+    alpha kept, no CMYK profile on RGB pixels; and a photo named like the view never overwrites its restoration."""
+
+    rgb = skimage.data.chelsea()[:64, :96]
+    Image.fromarray(rgb).save(tmp_path / "before.jpg", quality=30)
+    rotated = Image.fromarray(rgb)
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # shown turned by 90 degrees
+    rotated.save(tmp_path / "rotated.jpg", quality=30, exif=exif)
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])).save(tmp_path / "rgba.png")
+    grey16 = Image.fromarray(rgb[..., 0].astype(np.uint16) * 257)
+    grey16.save(tmp_path / "grey16.png")
+    cmyk = Image.fromarray(rgb).convert("CMYK")
+    cmyk.save(tmp_path / "cmyk.jpg", quality=30, icc_profile=b"not an RGB profile")
+    names = ["before.jpg", "rotated.jpg", "rgba.png", "grey16.png", "cmyk.jpg"]
+    results = restore_files([tmp_path / name for name in names], tmp_path / "out", model="blind_v1")
+    for result in results:
+        before, after = Image.open(result.before), Image.open(result.after)
+        assert result.before != result.after and before.size == after.size, result.name
+        assert before.mode == after.mode and "icc_profile" not in before.info, result.name
+    assert np.array_equal(np.asarray(Image.open(results[0].after)), np.asarray(dequantize(tmp_path / "before.jpg",
+                                                                                          model="blind_v1")))
+    assert Image.open(results[1].before).size == (64, 96)  # upright
+    assert Image.open(results[2].before).mode == "RGBA"
+    assert np.array_equal(np.asarray(Image.open(results[3].before)), rgb[..., 0])  # 16 bits scaled, not clipped
+
+
+def test_a_model_not_told_the_quality_has_no_strength(photos):
+    assert is_quality_aware() and not is_quality_aware("beta")
+    assert detect([photos["jpeg"]], "beta") == [["cat.jpg", "q30", "the tables",
+                                                 "this model restores without being told a quality"]]
+
+
+def test_old_restorations_are_deleted(tmp_path):
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    os.utime(tmp_path / "old", (0, 0))
+    prune(tmp_path)
+    assert [path.name for path in tmp_path.iterdir()] == ["new"]
 
 
 def test_zoom_shows_the_same_square_of_both_at_full_size(photos, tmp_path):
@@ -158,4 +201,4 @@ def test_in_a_browser_upload_restore_download(page, browser, downloads, photos):
     views = [browser.find_element(By.CSS_SELECTOR, f"#{name} img") for name in ("before-zoom", "after-zoom")]
     sizes = [(view.get_property("naturalWidth"), view.get_property("naturalHeight")) for view in views]
     assert sizes == [(264, 200)] * 2
-    assert [view.value_of_css_property("object-fit") for view in views] == ["none"] * 2
+    assert [view.size for view in views] == [{"width": 264, "height": 200}] * 2  # a click's point is the pixel's

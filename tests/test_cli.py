@@ -294,7 +294,7 @@ def test_quantize_and_dequantize_share_one_overwrite_rule(tmp_path, weights, cap
         assert ", 0 skipped (already there; --overwrite to redo), 0 failed" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("blocked", ["folder in the way", "file where a folder goes"])
+@pytest.mark.parametrize("blocked", ["folder in the way", "file where a folder goes", "folder locked"])
 def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, weights, capsys, monkeypatch, blocked):
     import dequantizer.restore
 
@@ -305,8 +305,12 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, we
     out.mkdir()
     if blocked == "folder in the way":
         (out / "sub" / "x.png").mkdir(parents=True)
-    else:
+    elif blocked == "file where a folder goes":
         (out / "sub").write_text("a file")
+    else:
+        (out / "sub").mkdir()
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode: "sub" not in str(path) and real_access(path, mode))
     restored = []
     real_restore = dequantizer.restore.restore_image
 
@@ -340,7 +344,7 @@ def test_each_file_says_what_was_done_even_when_kept(tmp_path, weights, capsys):
                  "-m", str(gated)]) == 0
     out = capsys.readouterr().out
     assert "mild.png: kept as it is, q95 from the tables (above the model's max_quality 90" in out
-    assert "harsh.png: restored as q20 (from the tables)" in out
+    assert "harsh.png: restored (its model is not told a quality; q20 from the tables)" in out
 
 
 def test_models_lists_what_each_is_for_in_words(capsys):
@@ -384,3 +388,14 @@ def test_evaluate_grids_every_photo_labelled_and_apart(tmp_path, weights, capsys
     assert len(axis.patches) == 1 and axis.texts[0].get_text() == "+1.00 dB" and not axis.lines[1:]
     (axis,) = gain_figure(rows + [Row(20, 6, 32.0, 32.5, 0.8, 0.85, 32.0, 32.5)], [], 0).axes
     assert not axis.patches and list(axis.lines[0].get_xdata()) == [10, 20]
+
+
+def test_files_skipped_or_unreadable_leave_no_empty_folders(tmp_path, weights):
+    (tmp_path / "in" / "broken").mkdir(parents=True)
+    (tmp_path / "in" / "broken" / "x.jpg").write_bytes(b"not a jpeg")
+    quantize(noise()).save(tmp_path / "in" / "y.jpg")
+    for command in ("dequantize", "quantize"):
+        out = tmp_path / command
+        extra = ["-m", str(weights)] if command == "dequantize" else []
+        assert main([command, str(tmp_path / "in"), "-o", str(out), *extra]) == 1
+        assert [path.relative_to(out).as_posix() for path in out.rglob("*")] == [next(out.iterdir()).name]

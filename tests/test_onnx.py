@@ -72,8 +72,8 @@ def test_blind_matches_torch_at_any_size_told_or_predicted(blind_onnx):
 
 
 def test_srresnet_model_exports_without_a_quality_input(tmp_path):
-    path, difference = export_onnx("beta", tmp_path / "beta.onnx")
-    assert difference < 0.05  # grey levels, on the export's own photo crops
+    path, (difference, quality_difference) = export_onnx("beta", tmp_path / "beta.onnx")
+    assert difference < 0.05 and quality_difference == 0  # grey levels, on the export's own photo crops
     runner, metadata = load_onnx_generator(path)
     generator, torch_metadata = load_generator(resolve_model("beta"))
     assert not hasattr(runner, "quality_head")
@@ -174,3 +174,22 @@ def test_engine_options_are_checked(tmp_path):
     (tmp_path / "bad.onnx").write_bytes(b"not a model")
     with pytest.raises(DequantizerError, match="not an ONNX model onnxruntime can run"):
         dequantize(pixels, model=tmp_path / "bad.onnx", engine="onnx")
+
+
+def test_a_gpu_that_onnxruntime_cannot_use_is_one_line_not_a_quiet_cpu_run(blind_onnx, monkeypatch):
+    import onnxruntime
+
+    available = onnxruntime.get_available_providers()
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", *available])
+    with pytest.raises(DequantizerError, match="onnxruntime found no usable GPU there; use --device cpu"):
+        load_onnx_generator(blind_onnx, "cuda")
+
+
+def test_the_cached_export_is_made_again_when_torch_or_the_code_changes(monkeypatch):
+    from dequantizer import onnx_engine
+
+    path = resolve_model("beta")
+    first = onnx_engine.export_digest(path)
+    monkeypatch.setattr(onnx_engine, "_DIGESTS", {})
+    monkeypatch.setattr(torch, "__version__", "0.0.0")
+    assert onnx_engine.export_digest(path) != first

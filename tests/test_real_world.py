@@ -64,9 +64,11 @@ def test_the_quality_used_and_its_source():
     assert choose_quality(read_image(io.BytesIO(jpeg(photo, 75)), "single"), restorer) == QualityChoice(75, "tables")
     assert str(QualityChoice(75, "tables")) == "restored as q75 (from the tables)"
     assert str(QualityChoice(None, "head")) == "restored as its model reads each tile"
-    assert choose_quality(Image.fromarray(photo), get_restorer("blind_v1")) == QualityChoice(None, "none")
+    assert choose_quality(Image.fromarray(photo), get_restorer("blind_v1")) == QualityChoice(None, "none", told=False)
     # a model that is not told the quality reads nothing from the pixels
-    assert choose_quality(double, get_restorer("blind_v1")) == QualityChoice(75, "tables")
+    assert choose_quality(double, get_restorer("blind_v1")) == QualityChoice(75, "tables", told=False)
+    assert str(QualityChoice(75, "tables", told=False)) == ("restored (its model is not told a quality; q75 from "
+                                                            "the tables)")
 
 
 def test_a_double_jpeg_is_restored_for_its_first_quality_and_the_cli_says_so(tmp_path, capsys):
