@@ -102,7 +102,7 @@ def train(cfg: DictConfig) -> float | None:
         if model.example_grid is not None and trainer.is_global_zero:
             from torchvision.transforms.functional import to_pil_image
 
-            from dequantizer.data.images import save_image_atomic
+            from dequantizer.images import save_image_atomic
 
             image_path = Path(cfg.paths.output_dir) / "comparison.png"
             save_image_atomic(to_pil_image(model.example_grid), image_path)

@@ -34,7 +34,7 @@ def quantize(image: ImageSource, quality: int = 10, subsampling: str = "4:2:0") 
 
     Colour images come back RGB, greyscale ones L; alpha is passed through untouched. An array in, an array out.
     """
-    from dequantizer.data.images import jpeg_input, jpeg_roundtrip
+    from dequantizer.jpeg import jpeg_input, jpeg_roundtrip
     from dequantizer.restore import open_image
 
     pixels, alpha = jpeg_input(open_image(image))
@@ -75,7 +75,7 @@ def dequantize(
             ``pip install 'dequantizer[onnx]'``); a model that is not an .onnx file is exported once into
             ~/.cache/dequantizer/onnx ($XDG_CACHE_HOME) and reused. Tiles and self-ensemble work as with torch.
     """
-    from dequantizer.data.images import check_quality
+    from dequantizer.jpeg import check_quality
     from dequantizer.restore import get_restorer, open_image, restore_image
 
     if quality is not None:

@@ -20,7 +20,6 @@ from PIL import Image
 
 from dequantizer.errors import DequantizerError
 from dequantizer.restore import (
-    DEFAULT_MODEL,
     SELF_ENSEMBLE_SIZES,
     QualityChoice,
     choose_quality,
@@ -29,8 +28,8 @@ from dequantizer.restore import (
     open_image,
     restore_image,
     save_restored,
-    shipped_models,
 )
+from dequantizer.weights import DEFAULT_MODEL, shipped_models
 
 ZOOM_SIDE = 384  # the side of the 100% views, in image pixels
 KEEP_RUNS_SECONDS = 3600  # restorations older than this are deleted when the next one starts

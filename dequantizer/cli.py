@@ -98,8 +98,9 @@ def _summary(done: int, verb: str, skipped: int, failures: int, output: Path) ->
 
 def _quantize(args: argparse.Namespace) -> int:
     from dequantizer import quantize
-    from dequantizer.data.images import QUALITY_TEXT_KEY, check_quality, jpeg_bytes, jpeg_input, save_image_atomic
     from dequantizer.files import atomic_write
+    from dequantizer.images import save_image_atomic
+    from dequantizer.jpeg import QUALITY_TEXT_KEY, check_quality, jpeg_bytes, jpeg_input
     from dequantizer.restore import open_image
 
     check_quality(args.quality)
@@ -141,7 +142,7 @@ def _dequantize(args: argparse.Namespace) -> int:
     from dequantizer.restore import choose_quality, get_restorer, open_image, restore_image, save_restored
 
     if args.quality is not None:
-        from dequantizer.data.images import check_quality
+        from dequantizer.jpeg import check_quality
 
         check_quality(args.quality)
     plan = _plan(args.inputs, args.output,
@@ -188,8 +189,7 @@ def _tile_progress(path: Path, shown: bool) -> Iterator[Callable[[int, int], Non
 
 
 def _models(args: argparse.Namespace) -> int:
-    from dequantizer.restore import DEFAULT_MODEL, shipped_models
-    from dequantizer.weights import read_metadata
+    from dequantizer.weights import DEFAULT_MODEL, read_metadata, shipped_models
 
     models = shipped_models()
     if not models:
@@ -218,7 +218,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from dequantizer.restore import get_restorer
 
     for quality in args.quality:
-        from dequantizer.data.images import check_quality
+        from dequantizer.jpeg import check_quality
 
         check_quality(quality)
     if args.output:

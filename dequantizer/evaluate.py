@@ -14,18 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dequantizer.data.images import (
-    IMAGE_EXTENSIONS,
-    SUBSAMPLINGS,
-    estimate_jpeg_quality,
-    jpeg_history,
-    read_image,
-    rgb_pixels,
-    save_image_atomic,
-    square_resize,
-)
 from dequantizer.errors import DequantizerError
 from dequantizer.files import atomic_write
+from dequantizer.images import IMAGE_EXTENSIONS, read_image, rgb_pixels, save_image_atomic, square_resize
+from dequantizer.jpeg import SUBSAMPLINGS, estimate_jpeg_quality, jpeg_history
 from dequantizer.metrics import photo_metrics, to_unit_tensor, y_psnr
 from dequantizer.restore import Restorer, restore_image
 

@@ -481,6 +481,6 @@ def log_image_grid(trainer: L.Trainer, grid: torch.Tensor, key: str, epoch: int)
         elif isinstance(logger, TensorBoardLogger):
             logger.experiment.add_image(key, pixels, trainer.global_step)
         elif logger.log_dir:
-            from dequantizer.data.images import save_image_atomic
+            from dequantizer.images import save_image_atomic
 
             save_image_atomic(image, Path(logger.log_dir) / "images" / f"val_epoch{epoch:03d}.png")

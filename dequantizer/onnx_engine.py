@@ -38,6 +38,8 @@ from torch import nn
 from dequantizer.errors import DequantizerError
 from dequantizer.files import atomic_write
 from dequantizer.models import QualityUNet, to_model_range
+from dequantizer.tiling import receptive_radius, tile_overlap
+from dequantizer.weights import load_generator, resolve_model
 
 EXPORT_FORMAT = 1  # the graph's interface; a change makes cached exports stale (their file names hold it)
 INSTALL_HINT = "pip install 'dequantizer[onnx]'"
@@ -85,7 +87,7 @@ def check_photos() -> list[np.ndarray]:
     the exported graph with torch on."""
     import skimage.data
 
-    from dequantizer.data.images import jpeg_roundtrip_array
+    from dequantizer.jpeg import jpeg_roundtrip_array
 
     photo = jpeg_roundtrip_array(np.ascontiguousarray(skimage.data.astronaut()), 20)
     return [np.array(photo[64:200, 96:296]), np.array(photo[280:352, 200:248])]  # 136x200, 72x48: as tiles are
@@ -118,8 +120,6 @@ def export_onnx(source: str | Path | None, output: str | Path) -> tuple[Path, tu
     """Export a model (a shipped name, a .safetensors or a .ckpt file) to ``output`` (.onnx), checked first with
     onnxruntime against torch on real photo crops; nothing is written unless they agree within ``MAX_GREY_LEVELS``.
     Returns the file and the largest differences found (``compare``: grey levels of 255, quality points)."""
-    from dequantizer.restore import load_generator, receptive_radius, resolve_model, tile_overlap
-
     output = Path(output)
     if output.suffix != ".onnx":
         raise DequantizerError(f"ONNX output {output}: name it *.onnx")
@@ -303,7 +303,5 @@ def load_onnx_generator(path: Path, device: str | torch.device | None = None) ->
 
 def onnx_model_file(model: str | Path | None) -> Path:
     """The .onnx file for engine="onnx": the model itself if it is one, else its cached export."""
-    from dequantizer.restore import resolve_model
-
     path = resolve_model(model)
     return path if path.suffix == ".onnx" else cached_export(path)

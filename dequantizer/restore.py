@@ -1,4 +1,5 @@
-"""Inference: load a generator from weights or a checkpoint, and restore images of any size in tiles.
+"""Restoring images: a generator (``weights.load_generator``) run over images of any size in tiles, the quality each
+image is restored for, and the image modes, EXIF and ICC data around it.
 
 Tiles start at multiples of 8 from the image origin (so every tile sees the JPEG block grid as the whole image does),
 overlap, and are blended with weights that fall off towards each tile's edges, so no seams show. The overlap follows
@@ -16,22 +17,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from PIL import Image, ImageOps
 from torch import nn
 
-from dequantizer.data.images import (
-    GREYSCALE_MODES,
-    earlier_jpeg,
-    estimate_jpeg_quality,
-    jpeg_history,
-    read_image,
-    save_image_atomic,
-    split_alpha,
-)
 from dequantizer.errors import DequantizerError
+from dequantizer.images import GREYSCALE_MODES, read_image, save_image_atomic, split_alpha
+from dequantizer.jpeg import earlier_jpeg, estimate_jpeg_quality, jpeg_history
 from dequantizer.models import to_model_range, to_unit_range
-from dequantizer.weights import generator_state_from_checkpoint, load_generator_state, read_checkpoint, read_metadata
+from dequantizer.tiling import blend_window, receptive_radius, tile_overlap, tile_starts
+from dequantizer.weights import load_generator, resolve_model
 
 # The views of a self-ensemble, as (view, its inverse) on NCHW tensors: flips, then transposes (a transposed JPEG's
 # quantization table is the transpose of its own; the default model gains from them as well).
@@ -54,54 +48,6 @@ def check_ensemble(ensemble: int) -> int:
         raise DequantizerError(f"a self-ensemble of {ensemble!r} views: use one of {sizes}")
     return ensemble
 
-# Config targets a weights file may name: building a generator must never call arbitrary code.
-ALLOWED_TARGET_PREFIXES = ("dequantizer.models.", "torch.nn.")
-
-
-def check_targets(config: Any) -> None:
-    """Refuse a generator config whose ``_target_``s point outside the networks' modules."""
-    if isinstance(config, dict):
-        target = config.get("_target_")
-        if target is not None and not str(target).startswith(ALLOWED_TARGET_PREFIXES):
-            raise DequantizerError(
-                f"refusing to build {target!r}: model configs may only name {ALLOWED_TARGET_PREFIXES}"
-            )
-        for value in config.values():
-            check_targets(value)
-    elif isinstance(config, list):
-        for value in config:
-            check_targets(value)
-
-
-def build_generator(config: dict[str, Any], state: dict[str, torch.Tensor]) -> nn.Module:
-    check_targets(config)
-    generator = instantiate(config)
-    try:
-        generator.load_state_dict(state)
-    except RuntimeError as error:
-        raise DequantizerError(f"the weights do not fit their architecture: {str(error).splitlines()[0]}") from None
-    return generator.eval().requires_grad_(False)
-
-
-def load_generator(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """A generator and its metadata from a ``.safetensors`` export or a Lightning ``.ckpt`` (never unpickling code)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DequantizerError(f"model file {path} does not exist")
-    if path.suffix == ".onnx":
-        raise DequantizerError(f"{path} is an ONNX model: restore with engine='onnx' (--engine onnx)")
-    if path.suffix == ".safetensors":
-        metadata = read_metadata(path)
-        if "generator" not in metadata:
-            raise DequantizerError(f"{path} has no 'generator' architecture in its metadata")
-        return build_generator(metadata["generator"], load_generator_state(path)), metadata
-    checkpoint = read_checkpoint(path)
-    hparams = checkpoint.get("hyper_parameters", {})
-    if "generator" not in hparams:
-        raise DequantizerError(f"{path} is not a dequantizer training checkpoint (no generator config)")
-    metadata = {"generator": hparams["generator"], "source": str(path)}
-    return build_generator(hparams["generator"], generator_state_from_checkpoint(checkpoint)), metadata
-
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -118,49 +64,6 @@ def parse_device(device: str | torch.device | None) -> torch.device:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DequantizerError(f"device {str(device)!r} cannot be used here ({reason}); use --device cpu") from None
     return parsed
-
-
-def receptive_radius(generator: nn.Module, mass: float = 0.99, size: int = 160) -> int:
-    """The radius (input pixels) of the square around an output pixel that holds ``mass`` of its input gradient, on a
-    seeded random input: how far a tile's edge must stay from the pixels it is trusted for."""
-    scale = getattr(generator, "scale", 1)
-    pixels = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    pixels = pixels.to(next(generator.parameters()).device).requires_grad_(True)
-    centre = size // 2
-    with torch.inference_mode(False), torch.enable_grad():
-        generator(pixels)[0, :, centre * scale, centre * scale].sum().backward()
-    influence = pixels.grad[0].abs().sum(0)
-    total = influence.sum()
-    for radius in range(centre):
-        window = np.s_[centre - radius : centre + radius + 1, centre - radius : centre + radius + 1]
-        if influence[window].sum() >= mass * total:
-            return radius
-    return centre
-
-
-def tile_overlap(radius: int) -> int:
-    """Overlap of neighbouring tiles for a receptive radius: twice the radius, in whole 8-px blocks (at least 16).
-    The blend window trusts neither tile in the outer quarter of the overlap and ramps across its middle half."""
-    return max(16, -(-2 * radius // 8) * 8)
-
-
-def tile_starts(length: int, tile: int, stride: int) -> list[int]:
-    """Tile origins along one axis; with ``length``, ``tile`` and ``stride`` multiples of 8, all are 8-aligned."""
-    return sorted(set(range(0, max(length - tile, 0), stride)) | {max(length - tile, 0)})
-
-
-def blend_window(height: int, width: int, overlap: int) -> torch.Tensor:
-    """Blending weights for one tile: near 0 in the outer quarter of the overlap (where the zero padding at the
-    tile's edge still reaches), rising to 1 across the middle half, 1 inside. Never exactly 0, so image borders,
-    covered by one tile only, keep their value."""
-
-    def ramp(size: int) -> torch.Tensor:
-        distance = torch.arange(size, dtype=torch.float32)
-        distance = torch.minimum(distance, size - 1 - distance)
-        margin, width = overlap // 4, max(overlap // 2, 1)
-        return ((distance + 1 - margin) / width).clamp(1e-3, 1.0)
-
-    return ramp(height)[:, None] * ramp(width)[None, :]
 
 
 @dataclass
@@ -275,30 +178,6 @@ class Restorer:
         """Float [0, 1] CHW of the padded image -> HxWx3 uint8 of the original size (times the model's scale)."""
         out = out[:, : height * self.scale, : width * self.scale]
         return (out * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
-
-
-# -- shipped models and the public API --------------------------------------------------------------------------------
-PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
-DEFAULT_MODEL = "blind"
-
-
-def shipped_models() -> dict[str, Path]:
-    """Name -> weights file of every model shipped inside the package."""
-    return {path.stem: path for path in sorted(PRETRAINED_DIR.glob("*.safetensors"))}
-
-
-def resolve_model(model: str | Path | None) -> Path:
-    """A shipped model's name (None: the default), or a path to a .safetensors / .ckpt (/ .onnx) file."""
-    name = DEFAULT_MODEL if model is None else str(model)
-    shipped = shipped_models()
-    if name in shipped:
-        return shipped[name]
-    path = Path(name).expanduser()
-    if path.suffix in (".safetensors", ".ckpt", ".onnx") or path.exists():
-        return path
-    available = ", ".join(shipped) or "none"
-    raise DequantizerError(f"no shipped model named {name!r} (shipped: {available}); or pass a "
-                           ".safetensors/.ckpt/.onnx path")
 
 
 def default_precision(device: torch.device) -> str:

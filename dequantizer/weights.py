@@ -1,7 +1,11 @@
-"""Loading and saving weights without unpickling code: safetensors for generators, ``weights_only`` for checkpoints."""
+"""Weights: reading and writing them without unpickling code (safetensors for generators, ``weights_only`` for
+checkpoints), building a generator from the config they carry (only the networks' own modules may be named), the
+models shipped in the package, and exporting a training checkpoint's generator."""
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import pickle
 from pathlib import Path
@@ -10,9 +14,11 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
+from torch import nn
 
 from dequantizer.errors import DequantizerError
 from dequantizer.files import atomic_write
+from dequantizer.tiling import receptive_radius, tile_overlap
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -72,6 +78,96 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         return {key: json.loads(value) for key, value in text.items()}
     except json.JSONDecodeError:
         raise DequantizerError(f"cannot read {path}: its metadata is not dequantizer's (JSON values)") from None
+
+
+# Config targets a weights file may name: building a generator must never call arbitrary code.
+ALLOWED_TARGET_PREFIXES = ("dequantizer.models.", "torch.nn.")
+
+
+def check_targets(config: Any) -> None:
+    """Refuse a generator config whose ``_target_``s point outside the networks' modules."""
+    if isinstance(config, dict):
+        target = config.get("_target_")
+        if target is not None and not str(target).startswith(ALLOWED_TARGET_PREFIXES):
+            raise DequantizerError(
+                f"refusing to build {target!r}: model configs may only name {ALLOWED_TARGET_PREFIXES}"
+            )
+        for value in config.values():
+            check_targets(value)
+    elif isinstance(config, list):
+        for value in config:
+            check_targets(value)
+
+
+def build(config: Any) -> Any:
+    """What a config describes, as Hydra's ``instantiate`` builds it (``_target_``, ``_partial_``, nested), without
+    Hydra: restoring a photo loads torch and the model, nothing more. Call ``check_targets`` first."""
+    if isinstance(config, list):
+        return [build(value) for value in config]
+    if not isinstance(config, dict):
+        return config
+    arguments = {key: build(value) for key, value in config.items() if key not in ("_target_", "_partial_")}
+    if "_target_" not in config:
+        return arguments
+    module, _, name = config["_target_"].rpartition(".")
+    target = getattr(importlib.import_module(module), name)
+    return functools.partial(target, **arguments) if config.get("_partial_") else target(**arguments)
+
+
+def build_generator(config: dict[str, Any], state: dict[str, torch.Tensor]) -> nn.Module:
+    """A generator from its config, its weights loaded, in eval mode without gradients."""
+    check_targets(config)
+    generator = build(config)
+    try:
+        generator.load_state_dict(state)
+    except RuntimeError as error:
+        raise DequantizerError(f"the weights do not fit their architecture: {str(error).splitlines()[0]}") from None
+    return generator.eval().requires_grad_(False)
+
+
+def load_generator(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """A generator and its metadata from a ``.safetensors`` export or a Lightning ``.ckpt`` (never unpickling code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DequantizerError(f"model file {path} does not exist")
+    if path.suffix == ".onnx":
+        raise DequantizerError(f"{path} is an ONNX model: restore with engine='onnx' (--engine onnx)")
+    if path.suffix == ".safetensors":
+        metadata = read_metadata(path)
+        if "generator" not in metadata:
+            raise DequantizerError(f"{path} has no 'generator' architecture in its metadata")
+        return build_generator(metadata["generator"], load_generator_state(path)), metadata
+    checkpoint = read_checkpoint(path)
+    hparams = checkpoint.get("hyper_parameters", {})
+    if "generator" not in hparams:
+        raise DequantizerError(f"{path} is not a dequantizer training checkpoint (no generator config)")
+    metadata = {"generator": hparams["generator"], "source": str(path)}
+    return build_generator(hparams["generator"], generator_state_from_checkpoint(checkpoint)), metadata
+
+
+
+# -- the models shipped in the package -------------------------------------------------------------------------------
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+DEFAULT_MODEL = "blind"
+
+
+def shipped_models() -> dict[str, Path]:
+    """Name -> weights file of every model shipped inside the package."""
+    return {path.stem: path for path in sorted(PRETRAINED_DIR.glob("*.safetensors"))}
+
+
+def resolve_model(model: str | Path | None) -> Path:
+    """A shipped model's name (None: the default), or a path to a .safetensors / .ckpt (/ .onnx) file."""
+    name = DEFAULT_MODEL if model is None else str(model)
+    shipped = shipped_models()
+    if name in shipped:
+        return shipped[name]
+    path = Path(name).expanduser()
+    if path.suffix in (".safetensors", ".ckpt", ".onnx") or path.exists():
+        return path
+    available = ", ".join(shipped) or "none"
+    raise DequantizerError(f"no shipped model named {name!r} (shipped: {available}); or pass a "
+                           ".safetensors/.ckpt/.onnx path")
 
 
 def run_config(checkpoint_path: Path) -> dict[str, Any]:
@@ -134,7 +230,5 @@ def export_checkpoint(
     if training_data:
         metadata["training_data"] = training_data
     state = generator_state_from_checkpoint(checkpoint)
-    from dequantizer.restore import build_generator, receptive_radius, tile_overlap  # restore imports this module
-
     metadata["overlap"] = tile_overlap(receptive_radius(build_generator(hparams["generator"], state)))
     return save_generator(state, output, metadata, half=half)

@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import dequantizer.config  # noqa: F401  (registers resolvers)
 from dequantizer.losses import discriminator_loss
 from dequantizer.models import to_model_range, to_unit_range
-from dequantizer.restore import DEFAULT_MODEL
+from dequantizer.weights import DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -147,8 +147,9 @@ def restoration_child(megapixels: float, precision: str, model: str, ensemble: i
     """Runs in a child process: restore a synthetic photo with ``model``, print time and peak RSS."""
     import numpy as np
 
-    from dequantizer.data.images import jpeg_roundtrip_array
-    from dequantizer.restore import Restorer, load_generator, resolve_model
+    from dequantizer.jpeg import jpeg_roundtrip_array
+    from dequantizer.restore import Restorer
+    from dequantizer.weights import load_generator, resolve_model
 
     generator, _ = load_generator(resolve_model(model))
     width = int((megapixels * 1e6 * 4 / 3) ** 0.5) // 8 * 8

@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dequantizer.data.images import jpeg_roundtrip_array, load_rgb  # noqa: E402
 from dequantizer.evaluate import image_paths  # noqa: E402
+from dequantizer.images import load_rgb  # noqa: E402
+from dequantizer.jpeg import jpeg_roundtrip_array  # noqa: E402
 from dequantizer.losses import discriminator_loss  # noqa: E402
 from dequantizer.models import Discriminator, to_model_range  # noqa: E402
 

@@ -34,9 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dequantizer.data.datamodule import JpegDataModule  # noqa: E402
-from dequantizer.data.images import IMAGE_EXTENSIONS  # noqa: E402
 from dequantizer.data.sources import FolderPhotos  # noqa: E402
 from dequantizer.data.torch_jpeg import jpeg_roundtrip  # noqa: E402
+from dequantizer.images import IMAGE_EXTENSIONS  # noqa: E402
 from dequantizer.models import to_model_range  # noqa: E402
 
 

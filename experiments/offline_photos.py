@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from dequantizer.data.images import IMAGE_EXTENSIONS, save_image_atomic
+from dequantizer.images import IMAGE_EXTENSIONS, save_image_atomic
 
 Image.MAX_IMAGE_PIXELS = 200_000_000  # the largest wallpapers are 5640x3172 and the like
 

@@ -21,9 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dequantizer.data.images import jpeg_roundtrip_array, load_rgb
+from dequantizer.images import load_rgb
+from dequantizer.jpeg import jpeg_roundtrip_array
 from dequantizer.metrics import psnr
-from dequantizer.restore import DEFAULT_MODEL, get_restorer
+from dequantizer.restore import get_restorer
+from dequantizer.weights import DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PHOTO = ROOT.parent / "shared" / "photos" / "wallpapers_popos" / "nasa-45068.png"  # 1000x1000

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dequantizer.data.images import jpeg_roundtrip
 from dequantizer.evaluate import image_paths, load_photos
+from dequantizer.jpeg import jpeg_roundtrip
 from dequantizer.metrics import psnr
 from dequantizer.restore import get_restorer, is_grey, quality_from_pixels, restore_image
 

@@ -28,8 +28,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dequantizer.data.images import IMAGE_EXTENSIONS, SUBSAMPLINGS, load_rgb  # noqa: E402
 from dequantizer.data.torch_jpeg import jpeg_coefficients, jpeg_roundtrip  # noqa: E402
+from dequantizer.images import IMAGE_EXTENSIONS, load_rgb  # noqa: E402
+from dequantizer.jpeg import SUBSAMPLINGS  # noqa: E402
 
 MODES = ["4:2:0", "4:2:2", "4:4:4", "grey"]
 

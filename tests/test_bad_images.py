@@ -14,9 +14,9 @@ from PIL import Image
 from dequantizer import dequantize
 from dequantizer.data import FolderPhotos, JpegDataModule
 from dequantizer.data.flickr import prepare_dataset
-from dequantizer.data.images import load_rgb
 from dequantizer.errors import DequantizerError
 from dequantizer.evaluate import image_paths, load_photos
+from dequantizer.images import load_rgb
 
 
 def png_claiming(width, height):

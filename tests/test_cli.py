@@ -13,7 +13,7 @@ from PIL import Image
 import dequantizer
 from dequantizer import dequantize, quantize
 from dequantizer.cli import main
-from dequantizer.data.images import estimate_jpeg_quality
+from dequantizer.jpeg import estimate_jpeg_quality
 from dequantizer.weights import read_metadata, save_generator
 
 

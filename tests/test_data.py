@@ -7,8 +7,9 @@ from PIL import Image
 
 from dequantizer.data import FlickrPhotos, FolderPhotos, JpegDataModule, SamplePhotos
 from dequantizer.data.datamodule import Crops, FixedJpegPairs, RandomJpegPairs, pairs_from_crops, parse_quality
-from dequantizer.data.images import jpeg_roundtrip, load_rgb
 from dequantizer.errors import DequantizerError
+from dequantizer.images import load_rgb
+from dequantizer.jpeg import jpeg_roundtrip
 
 
 def make_photos(folder, count=10, size=(80, 60), seed=0):

@@ -51,7 +51,7 @@ def jpeg_crop_pairs(count=256, size=32, seed=0):
     import numpy as np
     from PIL import Image
 
-    from dequantizer.data.images import jpeg_roundtrip_array
+    from dequantizer.jpeg import jpeg_roundtrip_array
     from dequantizer.models import to_model_range
 
     rng = np.random.default_rng(seed)

@@ -15,8 +15,9 @@ from dequantizer.cli import main
 from dequantizer.errors import DequantizerError
 from dequantizer.models import to_model_range, to_unit_range
 from dequantizer.onnx_engine import cached_export, export_onnx, load_onnx_generator
-from dequantizer.restore import get_restorer, load_generator, receptive_radius, resolve_model, tile_overlap
-from dequantizer.weights import read_metadata
+from dequantizer.restore import get_restorer
+from dequantizer.tiling import receptive_radius, tile_overlap
+from dequantizer.weights import load_generator, read_metadata, resolve_model
 
 
 def jpeg_file(path, pixels, quality):

@@ -10,8 +10,8 @@ from PIL import Image
 
 from dequantizer.data import FolderPhotos, JpegDataModule
 from dequantizer.data.datamodule import draw_quality
-from dequantizer.data.images import jpeg_roundtrip_array
 from dequantizer.errors import DequantizerError
+from dequantizer.jpeg import jpeg_roundtrip_array
 from dequantizer.models import Generator, QualityUNet
 
 TINY = dict(channels=(8, 16, 24), encoder_blocks=(1, 1, 1), decoder_blocks=(1, 1, 1))
@@ -90,7 +90,7 @@ def test_the_pyramid_head_reads_the_mean_and_spread_of_every_level():
 
 
 def test_a_decoded_jpeg_shows_its_quality_in_its_dct_coefficients(samples_dir):
-    from dequantizer.data.images import jpeg_history, jpeg_roundtrip
+    from dequantizer.jpeg import jpeg_history, jpeg_roundtrip
 
     photo = Image.open(samples_dir / "coffee.png").convert("RGB")
     qualities = (5, 10, 30, 50, 75, 85, 90, 95, 97, 98, 99)
@@ -108,7 +108,7 @@ def test_a_decoded_jpeg_shows_its_quality_in_its_dct_coefficients(samples_dir):
 
 
 def test_another_encoders_steps_are_read_and_named_by_the_nearest_ijg_quality_as_its_file_would_be(samples_dir):
-    from dequantizer.data.images import (
+    from dequantizer.jpeg import (
         dct_coefficients,
         estimate_jpeg_quality,
         ijg_luminance_table,
@@ -137,7 +137,7 @@ def test_another_encoders_steps_are_read_and_named_by_the_nearest_ijg_quality_as
 
 def test_decoded_pixels_are_restored_for_the_quality_their_coefficients_show(samples_dir):
     from dequantizer import dequantize
-    from dequantizer.data.images import jpeg_roundtrip
+    from dequantizer.jpeg import jpeg_roundtrip
 
     photo = Image.open(samples_dir / "chelsea.png").convert("RGB").crop((100, 48, 228, 176))
     decoded = np.asarray(jpeg_roundtrip(photo, 90).convert("RGB"))  # no tables: an array
@@ -147,7 +147,7 @@ def test_decoded_pixels_are_restored_for_the_quality_their_coefficients_show(sam
 
 
 def test_pixels_without_a_lattice_that_the_head_reads_as_nearly_lossless_are_restored_as_quality_100(samples_dir):
-    from dequantizer.data.images import jpeg_roundtrip
+    from dequantizer.jpeg import jpeg_roundtrip
     from dequantizer.restore import get_restorer, quality_from_pixels
 
     blind = get_restorer("blind")

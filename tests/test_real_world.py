@@ -12,7 +12,8 @@ from skimage import data
 
 from dequantizer import dequantize
 from dequantizer.cli import main
-from dequantizer.data.images import earlier_jpeg, read_image
+from dequantizer.images import read_image
+from dequantizer.jpeg import earlier_jpeg
 from dequantizer.restore import QualityChoice, choose_quality, get_restorer
 
 PHOTOS = {"astronaut": data.astronaut()[:256, 128:384], "coffee": data.coffee()[:256, :320]}

@@ -5,7 +5,9 @@ import torch
 from dequantizer import dequantize
 from dequantizer.errors import DequantizerError
 from dequantizer.models import Generator, to_model_range
-from dequantizer.restore import Restorer, blend_window, check_targets, tile_starts
+from dequantizer.restore import Restorer
+from dequantizer.tiling import blend_window, tile_starts
+from dequantizer.weights import check_targets
 
 
 def trained_like_generator():
@@ -66,7 +68,8 @@ def test_shipped_model_tiles_seamlessly_with_the_overlap_its_receptive_field_ask
     from PIL import Image
 
     from dequantizer import quantize
-    from dequantizer.restore import load_generator, receptive_radius, shipped_models, tile_overlap
+    from dequantizer.tiling import receptive_radius, tile_overlap
+    from dequantizer.weights import load_generator, shipped_models
 
     generator, metadata = load_generator(shipped_models()["blind"])
     radius = receptive_radius(generator)

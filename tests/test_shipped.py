@@ -5,8 +5,7 @@ import pytest
 
 from dequantizer import dequantize, quantize
 from dequantizer.metrics import image_metrics, to_unit_tensor
-from dequantizer.restore import DEFAULT_MODEL, shipped_models
-from dequantizer.weights import read_metadata
+from dequantizer.weights import DEFAULT_MODEL, read_metadata, shipped_models
 
 
 def test_default_model_is_shipped_with_its_metadata():
@@ -75,7 +74,7 @@ def test_every_named_model_has_its_record_and_beats_jpeg_at_its_quality(name, sa
 def test_quantized_images_carry_their_quality_and_every_quality_is_restored(samples_dir):
     from PIL import Image
 
-    from dequantizer.data.images import estimate_jpeg_quality
+    from dequantizer.jpeg import estimate_jpeg_quality
 
     photo = Image.open(samples_dir / "coffee.png").convert("RGB").crop((0, 0, 128, 96))
     original = to_unit_tensor(np.asarray(photo))

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from skimage import data
 
-from dequantizer.data.images import SUBSAMPLINGS, jpeg_roundtrip_array
 from dequantizer.data.torch_jpeg import jpeg_coefficients, jpeg_roundtrip, quantization_tables
+from dequantizer.jpeg import SUBSAMPLINGS, jpeg_roundtrip_array
 
 ASTRONAUT = data.astronaut()
 CAMERA = data.camera()

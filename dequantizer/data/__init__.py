@@ -1,13 +1,12 @@
-"""JPEG pair data: photo sources, the train/val split and the Lightning DataModule.
+"""Training data: photo sources, the train/val/test split and the Lightning DataModule of JPEG pairs.
 
-The DataModule is imported on first use: restoring and evaluating read images through this package without loading
+The DataModule is imported on first use, so that the photo sources (and `dequantizer download`) load without
 Lightning.
 """
 
-from dequantizer.data.images import jpeg_roundtrip, load_rgb
 from dequantizer.data.sources import FlickrPhotos, FolderPhotos, SamplePhotos
 
-__all__ = ["FlickrPhotos", "FolderPhotos", "JpegDataModule", "SamplePhotos", "jpeg_roundtrip", "load_rgb"]
+__all__ = ["FlickrPhotos", "FolderPhotos", "JpegDataModule", "SamplePhotos"]
 
 
 def __getattr__(name: str):

@@ -25,12 +25,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from dequantizer.data.images import SUBSAMPLINGS, check_quality, jpeg_roundtrip_array, load_rgb
 from dequantizer.data.sources import FolderPhotos
 from dequantizer.data.split import check_fractions, split_names
 from dequantizer.data.torch_jpeg import jpeg_roundtrip
 from dequantizer.errors import DequantizerError
 from dequantizer.files import atomic_write
+from dequantizer.images import load_rgb
+from dequantizer.jpeg import SUBSAMPLINGS, check_quality, jpeg_roundtrip_array
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ from pathlib import Path
 import requests
 from PIL import Image
 
-from dequantizer.data.images import read_image
 from dequantizer.errors import DequantizerError
 from dequantizer.files import atomic_write
+from dequantizer.images import read_image
 
 log = logging.getLogger(__name__)
 
@@ -317,8 +317,8 @@ def prepare_dataset(source: str | Path, out: str | Path | None = None, size: int
     """Centre square crop + resize to ``size`` (Lanczos), stored as PNG; split into train / val / test by owner,
     seeded, into split.json. By owner: one owner's photos (often bursts of near-identical shots) stay in one part.
     A rerun keeps the part of every photo already split by owner and places the new ones."""
-    from dequantizer.data.images import load_rgb, save_image_atomic, square_resize
     from dequantizer.data.split import PARTS, split_names
+    from dequantizer.images import load_rgb, save_image_atomic, square_resize
 
     source = Path(source)
     out = Path(out) if out else source / "prepared"

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dequantizer.data.images import IMAGE_EXTENSIONS, save_image_atomic
 from dequantizer.data.split import PARTS
 from dequantizer.errors import DequantizerError
+from dequantizer.images import IMAGE_EXTENSIONS, save_image_atomic
 
 # scikit-image photos used as built-in training data: name -> area-downscale factor. The JPEG-born ones are
 # downscaled 2x to erase most of their own compression history. Synthetic images (chessboard, text, logo) are left out.

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from dequantizer.data.images import IJG_LUMINANCE, SUBSAMPLINGS
+from dequantizer.jpeg import IJG_LUMINANCE, SUBSAMPLINGS
 
 # The IJG chrominance table that quality scales, natural order (libjpeg's std_chrominance_quant_tbl).
 IJG_CHROMINANCE = [

@@ -1,20 +1,18 @@
-"""Reading photos and making JPEG round trips with Pillow."""
+"""What we know about JPEG: qualities and IJG's quantization tables, round trips through Pillow's encoder, the
+quality a file's tables name, and the traces JPEG leaves in decoded pixels (the quantization lattice of their DCT
+coefficients: the quality of the last JPEG, of an earlier harsher one, the block grid of a cropped one)."""
 
 from __future__ import annotations
 
 import io
-from pathlib import Path
-from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from dequantizer.errors import DequantizerError
-from dequantizer.files import atomic_write
+from dequantizer.images import GREYSCALE_MODES, split_alpha
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 SUBSAMPLINGS = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
-GREYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L")  # restored and quantized as greyscale
 
 
 def check_quality(quality: int) -> int:
@@ -286,71 +284,9 @@ def jpeg_history(pixels: np.ndarray) -> tuple[int, float, tuple[int, int]] | Non
     return None
 
 
-def split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
-    """8-bit RGB (16-bit scaled down, palette/CMYK/grey converted) and the alpha channel, if any."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        image = Image.fromarray((np.asarray(image, dtype=np.float64) / 257.0).clip(0, 255).astype(np.uint8))
-    alpha = None
-    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info):
-        image = image.convert("RGBA")
-        alpha = image.getchannel("A")
-    return image.convert("RGB"), alpha
-
-
 def jpeg_input(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
     """What a JPEG encoder gets from ``image``: its EXIF orientation applied, L for greyscale modes, else RGB; and
     the alpha channel, which JPEG cannot hold."""
     image = ImageOps.exif_transpose(image)
     rgb, alpha = split_alpha(image)
     return (rgb.convert("L") if image.mode in GREYSCALE_MODES else rgb), alpha
-
-
-def read_image(source: str | Path | IO[bytes], name: str | None = None) -> Image.Image:
-    """The image in a file (a path, or bytes in a file object named ``name``), decoded: pixels loaded and EXIF parsed,
-    so that reading the file cannot fail later. Pillow raises many exception types for damaged, truncated or
-    hostile files (``OSError``, ``SyntaxError``, ``ValueError``, ``EOFError``, ``struct.error``,
-    ``DecompressionBombError``...): every failure becomes one ``DequantizerError`` naming the file and what is wrong,
-    so that a batch reports that file in one line and goes on. The cause stays attached (``__cause__``)."""
-    label = name or str(source)
-    try:
-        with Image.open(source) as image:
-            image.load()
-            image.getexif()
-            return image
-    except FileNotFoundError:
-        raise DequantizerError(f"{label}: no such file") from None
-    except MemoryError:  # the machine's problem, not the file's
-        raise
-    except Exception as error:  # whatever the decoder raised: the file is unreadable, the program is fine
-        detail = error.strerror if isinstance(error, OSError) and error.strerror else str(error) or type(error).__name__
-        raise DequantizerError(f"{label}: cannot read it as an image ({detail})") from error
-
-
-def load_rgb(path: str | Path) -> np.ndarray:
-    """Decode a photo as an HxWx3 uint8 array (``rgb_pixels``); an unreadable file is a ``DequantizerError``."""
-    return rgb_pixels(read_image(path))
-
-
-def rgb_pixels(image: Image.Image) -> np.ndarray:
-    """A photo as an HxWx3 uint8 array: EXIF orientation applied, alpha composited on white, 16-bit scaled."""
-    rgb, alpha = split_alpha(ImageOps.exif_transpose(image))
-    if alpha is not None:
-        white = Image.new("RGB", rgb.size, (255, 255, 255))
-        rgb = Image.composite(rgb, white, alpha)
-    return np.asarray(rgb)
-
-
-def save_image_atomic(image: Image.Image, path: str | Path, **save_args) -> Path:
-    """Encode ``image`` in the format its suffix names and write it atomically."""
-    buffer = io.BytesIO()
-    image.save(buffer, format=Image.registered_extensions()[Path(path).suffix.lower()], **save_args)
-    return atomic_write(path, buffer.getvalue())
-
-
-def square_resize(rgb: np.ndarray, size: int) -> np.ndarray:
-    """The paper's protocol: the centre square of the photo, resized (Lanczos) to size x size."""
-    height, width = rgb.shape[:2]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    square = Image.fromarray(rgb[top : top + side, left : left + side])
-    return np.asarray(square.resize((size, size), Image.LANCZOS, reducing_gap=3.0))
