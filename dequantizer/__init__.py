@@ -69,7 +69,7 @@ def dequantize(
             knob: lower restores harder (smoother), higher keeps more detail. A grey image of quality 100 is
             returned unchanged (it lost only the rounding of its coefficients).
         ensemble: a self-ensemble: restore 2 (mirrored), 4 (flipped) or 8 (flipped and transposed) views of the
-            image and average them: better restorations (the default model: about +0.1 dB at 8) at that many times
+            image and average them: better restorations (experiments/README.md, self-ensemble) at that many times
             the time. 1: one view.
         engine: "torch" (default), or "onnx": the network run by onnxruntime in fp32 (needs
             ``pip install 'dequantizer[onnx]'``); a model that is not an .onnx file is exported once into

@@ -125,9 +125,10 @@ DCT = np.array([[np.sqrt((1 if k else 0.5) / 4) * np.cos((2 * n + 1) * k * np.pi
 LATTICE_QUALITIES = range(1, 100)
 LATTICE_STEPS = np.stack([ijg_luminance_table(quality) for quality in LATTICE_QUALITIES]).astype(np.float32)
 LATTICE_STEPS[:, 0] = 1
-# A decoded IJG JPEG's coefficients sit on its steps with a fit of 0.52-1.0 (lowest at q98-99, whose steps of 2 are
-# blurred by the decoder's rounding, and on dark or noisy photos); never-compressed photos fit no quality above 0.0.
-# Another encoder's tables can make a finer IJG table, whose steps divide theirs, fit at 0.5-0.6: see jpeg_history.
+# A decoded IJG JPEG's coefficients sit on its steps (least at q98-99, whose steps of 2 the decoder's rounding blurs,
+# and on dark or noisy photos) and never-compressed photos on none: the threshold lies between the two (measured in
+# experiments/README.md, reading the quality from the pixels). Another encoder's tables can make a finer IJG table,
+# whose steps divide theirs, fit about as well: see jpeg_history.
 LATTICE_FIT = 0.5
 # An IJG fit below this stands only where the steps read one frequency at a time are its own.
 STRONG_LATTICE_FIT = 0.7
@@ -221,9 +222,8 @@ def textured_coefficients(pixels: np.ndarray, top: int, left: int, side: int = 2
 # A JPEG re-saved at a milder quality (and maybe cropped between: FBCNN's double JPEG) keeps the coarser lattice of
 # the first in its luma's DCT coefficients, on the first one's block grid: they fit a quality at least
 # EARLIER_QUALITY_GAP below the file's own at EARLIER_LATTICE_FIT or more, and better than the file's own quality fits
-# there (less EARLIER_OWN_MARGIN). Measured (experiments/README.md, real-world JPEGs): single JPEGs score at most 0.03
-# (q5-98, colour and grey, cropped or not); double ones 0.3 (q10, cropped, then q30: the second lattice, on another
-# grid, blurs the first) to 0.99 (aligned, the second's steps dividing the first's).
+# there (less EARLIER_OWN_MARGIN). The threshold lies between what single JPEGs and double ones score (lowest when the
+# second lattice, on another grid, blurs the first): experiments/README.md, real-world JPEGs.
 EARLIER_QUALITY_GAP = 5
 EARLIER_LATTICE_FIT = 0.25
 EARLIER_OWN_MARGIN = 0.05

@@ -235,8 +235,8 @@ def is_grey(rgb: np.ndarray) -> bool:
 
 # Where no quantization steps are read and the head reads at least this, the image is restored as a quality-100 one:
 # a JPEG of quality 2-99 would have left its steps (one too coarse to leave them reads far below 97 to the head), and
-# the head cannot tell 97-99 from 100 (never-compressed photos read 97.9-99.9, as q98 ones do), while restoring an
-# uncompressed image as a q98 one costs up to 3 dB.
+# the head reads never-compressed photos as it reads q97-99 ones, while restoring an uncompressed image as a q98 one
+# costs far more than the reverse (experiments/README.md, reading the quality from the pixels).
 UNCOMPRESSED_HEAD_QUALITY = 97
 
 
@@ -306,8 +306,8 @@ def choose_quality(image: Image.Image, restorer: Restorer, quality: int | None =
     max_quality = restorer.metadata.get("max_quality")
     if choice.named and max_quality is not None and choice.quality > max_quality:
         return replace(choice, kept=f"above the model's max_quality {max_quality}, where it was measured to harm")
-    # A grey JPEG of quality 100 lost nothing but the rounding of its DCT coefficients to integers (58-61 dB): told
-    # 100, `blind` moved the grey photos by -0.22..+0.01 dB there, so their pixels are kept.
+    # A grey JPEG of quality 100 lost nothing but the rounding of its DCT coefficients to integers: restoring it was
+    # measured to do no good (experiments/README.md), so its pixels are kept.
     if choice.quality == 100 and is_grey_image(image):
         return replace(choice, kept="a grey image at quality 100 lost only rounding")
     return choice
