@@ -20,82 +20,18 @@ import io
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from dequantizer.evaluate import image_paths, load_photos
-from dequantizer.files import atomic_write
-from dequantizer.losses import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD, efficientnet_lite
 from dequantizer.metrics import image_metrics, to_unit_tensor
+from dequantizer.perceptual import FeatureDistance, detail, detailed_crop, save_strip
 from dequantizer.restore import get_restorer, restore_image
-
-CROP = 128  # side of the comparison crops, in pixels of the photo
-
-
-def detail(rgb: np.ndarray) -> float:
-    luma = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-    return float(np.abs(np.diff(luma, axis=0)).mean() + np.abs(np.diff(luma, axis=1)).mean())
-
-
-class FeatureDistance:
-    """The feature distance described above; ``network`` is a frozen EfficientNet-Lite (Lite1 unless given)."""
-
-    def __init__(self, network: torch.nn.Module | None = None):
-        self.network = network if network is not None else efficientnet_lite(1)
-        blocks = self.network._blocks
-        widths = [block._block_args.output_filters for block in blocks]
-        # The last block of each stage (where the width changes next), the first five stages only: the 1/32 ones
-        # are a few positions wide on small photos.
-        self.stage_ends = [i for i in range(len(blocks) - 1) if widths[i + 1] != widths[i]][:5]
-        normalisation = (EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD)
-        self.mean, self.std = (torch.tensor(value).view(1, 3, 1, 1) for value in normalisation)
-
-    @torch.inference_mode()
-    def features(self, rgb: np.ndarray) -> list[torch.Tensor]:
-        network = self.network
-        x = (to_unit_tensor(rgb) - self.mean) / self.std
-        x = network._swish(network._bn0(network._conv_stem(x)))
-        stages = []
-        for index, block in enumerate(network._blocks[: self.stage_ends[-1] + 1]):
-            x = block(x)
-            if index in self.stage_ends:
-                stages.append(torch.nn.functional.normalize(x, dim=1, eps=1e-10))
-        return stages
-
-    def __call__(self, image: np.ndarray, reference: np.ndarray) -> float:
-        pairs = zip(self.features(image), self.features(reference), strict=True)
-        return float(sum(((a - b) ** 2).sum(dim=1).mean() for a, b in pairs))
 
 
 def psnr_ssim(image: np.ndarray, target: np.ndarray) -> tuple[float, float]:
     """The same per-image RGB PSNR and SSIM as training and `dequantizer evaluate`."""
     psnr, ssim = image_metrics(to_unit_tensor(image), to_unit_tensor(target))
     return float(psnr), float(ssim)
-
-
-def detailed_crop(rgb: np.ndarray) -> tuple[int, int]:
-    """Top-left corner of the CROP x CROP window with the most fine detail (on an 8-px grid), so crops show texture."""
-    luma = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-    energy = np.abs(np.diff(luma, axis=0))[:, :-1] + np.abs(np.diff(luma, axis=1))[:-1, :]
-    best, corner = -1.0, (0, 0)
-    for top in range(0, energy.shape[0] - CROP + 1, 8):
-        for left in range(0, energy.shape[1] - CROP + 1, 8):
-            score = energy[top : top + CROP, left : left + CROP].mean()
-            if score > best:
-                best, corner = score, (top, left)
-    return corner
-
-
-def save_strip(images: dict[str, np.ndarray], corner: tuple[int, int], path: Path) -> None:
-    top, left = corner
-    tiles = [Image.fromarray(image[top : top + CROP, left : left + CROP]).resize((2 * CROP, 2 * CROP), Image.NEAREST)
-             for image in images.values()]
-    strip = Image.new("RGB", (len(tiles) * (2 * CROP + 4) - 4, 2 * CROP), "white")
-    for index, tile in enumerate(tiles):
-        strip.paste(tile, (index * (2 * CROP + 4), 0))
-    buffer = io.BytesIO()
-    strip.save(buffer, "PNG")
-    atomic_write(path, buffer.getvalue())
 
 
 def main() -> None:

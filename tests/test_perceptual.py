@@ -1,22 +1,13 @@
-"""The measuring tools under experiments/ that published numbers come from."""
+"""The measures that experiments/ publishes numbers with: detail, feature distance, comparison strips."""
 
-import importlib.util
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from skimage import data as skimage_data
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from dequantizer import perceptual
 
 
 def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
@@ -25,31 +16,26 @@ def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
     return np.asarray(Image.open(buffer).convert("RGB"))
 
 
-@pytest.fixture(scope="module")
-def sharpness():
-    return load_script("sharpness")
-
-
-def test_feature_distance_is_zero_for_the_original_and_grows_with_jpeg_damage(sharpness):
+def test_feature_distance_is_zero_for_the_original_and_grows_with_jpeg_damage():
     photo = skimage_data.astronaut()[:192, :192].copy()
-    distance = sharpness.FeatureDistance()  # EfficientNet-Lite1 with its ImageNet weights
+    distance = perceptual.FeatureDistance()  # EfficientNet-Lite1 with its ImageNet weights
     assert distance.stage_ends == [0, 3, 6, 10, 14]  # the ends of Lite1's stages at 1/2, 1/4, 1/8, 1/16, 1/16
     assert distance(photo, photo) == pytest.approx(0, abs=1e-6)
     by_quality = [distance(jpeg(photo, quality), photo) for quality in (90, 30, 10)]
     assert 0 < by_quality[0] < by_quality[1] < by_quality[2]
 
 
-def test_detail_ratio_sees_blur(sharpness):
+def test_detail_ratio_sees_blur():
     photo = skimage_data.astronaut()[:128, :128]
     blurred = np.asarray(Image.fromarray(photo).resize((64, 64), Image.BOX).resize((128, 128), Image.BILINEAR))
-    assert sharpness.detail(blurred) < 0.75 * sharpness.detail(photo)  # measured 0.72 (2x box down, bilinear up)
+    assert perceptual.detail(blurred) < 0.75 * perceptual.detail(photo)  # measured 0.72 (2x box down, bilinear up)
 
 
-def test_comparison_strip_is_written_from_the_most_detailed_crop(sharpness, tmp_path):
+def test_comparison_strip_is_written_from_the_most_detailed_crop(tmp_path):
     flat = np.full((256, 256, 3), 128, np.uint8)
     flat[136:200, 72:140] = np.random.default_rng(0).integers(0, 255, (64, 68, 3))  # the only texture
-    top, left = sharpness.detailed_crop(flat)
+    top, left = perceptual.detailed_crop(flat)
     assert top <= 136 and top + 128 >= 200 and left <= 72 and left + 128 >= 140
-    sharpness.save_strip({"a": flat, "b": flat, "c": flat}, (top, left), tmp_path / "strip.png")
+    perceptual.save_strip({"a": flat, "b": flat, "c": flat}, (top, left), tmp_path / "strip.png")
     with Image.open(tmp_path / "strip.png") as strip:
         assert strip.size == (3 * 256 + 2 * 4, 256)
