@@ -1,19 +1,26 @@
-"""Lightning callbacks and plugins of a training run: atomic checkpoints, a checkpoint on pre-emption, a line per
-epoch."""
+"""Lightning callbacks and plugins of a training run: atomic checkpoints, a checkpoint on pre-emption, what a resumed
+run restores besides the module's own state (the random stream, a changed LR schedule), a line per epoch, the
+validation images sent to the loggers."""
 
 from __future__ import annotations
 
 import io
 import logging
+import random
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
+import torchvision
+from hydra.utils import instantiate
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from dequantizer.files import atomic_write
+from dequantizer.images import save_image_atomic
 
 log = logging.getLogger(__name__)
 
@@ -86,3 +93,93 @@ class EpochLog(L.Callback):
             line += f" | val PSNR {psnr:.2f} dB, JPEG {jpeg:.2f} ({psnr - jpeg:+.2f})"
         line += f" | {seconds:.1f} s, {self.images * trainer.world_size / seconds:.1f} images/s"
         log.info(line)
+
+
+class RandomStateCheckpoint(L.Callback):
+    """Python's, NumPy's and torch's random states saved in each checkpoint (its ``rng_states``) and restored from it,
+    so that a resumed run continues the random stream instead of replaying it from the seed."""
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        _, keys, position, *_ = np.random.get_state()
+        _, python_state, gauss = random.getstate()
+        checkpoint["rng_states"] = {
+            "python": torch.tensor(python_state, dtype=torch.int64),
+            "python_gauss": gauss,
+            "numpy": torch.from_numpy(keys.astype(np.int64)),
+            "numpy_position": int(position),
+            "torch": torch.get_rng_state(),
+        }  # plain tensors and numbers: loadable with weights_only=True
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states")
+        if not states:
+            return
+        random.setstate((3, tuple(states["python"].tolist()), states["python_gauss"]))
+        np.random.set_state(("MT19937", states["numpy"].numpy().astype(np.uint32), states["numpy_position"], 0, 0.0))
+        torch.set_rng_state(states["torch"])
+
+
+class RescheduleOnResume(L.Callback):
+    """A run resumed with another ``model.scheduler`` than the one it started with (``trainer.max_epochs`` raised, so a
+    cosine's ``T_max`` with it) follows the new schedule: the learning rates and scheduler states are set to what a run
+    started with this config would have now. Restoring the saved ones would keep the old length, and past its end a
+    cosine climbs back up.
+
+    For ``DequantizerGAN``, whose two optimizers (``optimizer_g``, ``optimizer_d``) share one ``scheduler``."""
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        # Called before Lightning loads the optimizer and scheduler states from this same dict.
+        hparams = pl_module.hparams
+        saved_scheduler = checkpoint.get("hyper_parameters", {}).get("scheduler")
+        if "optimizer_states" not in checkpoint or saved_scheduler == hparams.scheduler:
+            return
+        saved_states = checkpoint.get("lr_schedulers") or []
+        rebuilt = []
+        for index, optimizer_config in enumerate((hparams.optimizer_g, hparams.optimizer_d)):
+            # A stand-in optimizer: schedules only read and write its learning rates.
+            stand_in = instantiate(optimizer_config, params=[torch.zeros(1, requires_grad=True)])
+            if hparams.scheduler:
+                scheduler = instantiate(hparams.scheduler, optimizer=stand_in)
+                position = saved_states[index]["last_epoch"] if index < len(saved_states) else 0
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # "lr_scheduler.step() before optimizer.step()": intended here
+                    for _ in range(position):
+                        scheduler.step()
+                rebuilt.append(scheduler.state_dict())
+            for group, new_group in zip(checkpoint["optimizer_states"][index]["param_groups"], stand_in.param_groups,
+                                        strict=True):
+                group["lr"] = new_group["lr"]
+                if "initial_lr" in new_group:
+                    group["initial_lr"] = new_group["initial_lr"]
+        checkpoint["lr_schedulers"] = rebuilt
+        before, after = saved_scheduler or {}, hparams.scheduler or {}
+        changes = [f"{key} {before.get(key)} -> {after.get(key)}" for key in sorted(set(before) | set(after))
+                   if before.get(key) != after.get(key)]
+        if trainer.is_global_zero:
+            log.warning("model.scheduler changed since the run started (%s): the learning rates follow the new "
+                        "schedule, as if the run had started with it", ", ".join(changes))
+
+
+class LogValidationImages(L.Callback):
+    """After each validation, its JPEG | restored | original grid (``DequantizerGAN.example_grid``) to every logger: W&B
+    and TensorBoard natively, others as PNG files (``images/val_epoch000.png`` in the logger's folder).
+
+    Sent as 8-bit pixels: W&B (0.31) reads a float array as 0-255, so a [0, 1] grid would be stored black."""
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+        grid = pl_module.example_grid
+        if grid is None or trainer.sanity_checking or trainer.global_rank != 0:
+            return
+        key = "val/examples"
+        pixels = grid.clamp(0, 1).mul(255).round().to(torch.uint8)
+        image = torchvision.transforms.functional.to_pil_image(pixels)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key=key, images=[image], caption=["JPEG | restored | original"],
+                                 step=trainer.global_step)
+            elif isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image(key, pixels, trainer.global_step)
+            elif logger.log_dir:
+                save_image_atomic(image, Path(logger.log_dir) / "images" / f"val_epoch{trainer.current_epoch:03d}.png")

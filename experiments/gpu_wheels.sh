@@ -2,7 +2,7 @@
 # The pure-Python packages train.py needs that the GPU machine's image lacks (it has torch, Lightning, torchmetrics,
 # Pillow, scikit-image, safetensors), as wheels in .whl/ (git-ignored) to carry there (~0.4 MiB). Each call that runs
 # Python there starts with:
-#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=.:/tmp/site
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=.venv/bin/python

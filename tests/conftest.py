@@ -17,7 +17,7 @@ import dequantizer.config  # noqa: F401  (registers resolvers)
 from dequantizer.data import SamplePhotos
 
 ROOT = Path(__file__).resolve().parents[1]
-# Every selectable experiment, e.g. "beta" and "ours/beta".
+# Every selectable experiment, e.g. "beta", "ours/beta" and the stages of a shipped model, "blind/1_gpu".
 EXPERIMENTS = sorted(
     path.relative_to(ROOT / "conf" / "experiment").with_suffix("").as_posix()
     for path in (ROOT / "conf" / "experiment").rglob("*.yaml")

@@ -1,5 +1,7 @@
+import re
 import subprocess
 import sys
+from itertools import pairwise
 
 import pytest
 import torch
@@ -12,6 +14,43 @@ from dequantizer.data import FlickrPhotos
 
 def test_the_paper_experiments_exist():
     assert {"alef", "beta", "gimel", "phi"} <= set(EXPERIMENTS)
+
+
+def test_experiment_blind_is_the_shipped_default_models_recipe(tmp_path):
+    cfg = compose_config(["experiment=blind"], tmp_path)
+    assert cfg.experiment_name == "blind" and cfg.model.generator._target_ == "dequantizer.models.QualityUNet"
+    assert list(cfg.data.quality) == [1, 100]
+
+
+def numbered_stages(model: str) -> list[str]:
+    """conf/experiment/<model>/<n>_*.yaml in stage order: the recipes that made a shipped model, one after another."""
+    stages = [name for name in EXPERIMENTS if re.fullmatch(rf"{model}/\d+_\w+", name)]
+    return sorted(stages, key=lambda name: int(name.split("/")[1].split("_")[0]))
+
+
+@pytest.mark.parametrize("model", ["blind", "blind_v1"])
+def test_each_stage_starts_from_the_run_of_the_stage_before(model, tmp_path):
+    stages = numbered_stages(model)
+    assert len(stages) >= 2
+    assert compose_config([f"experiment={stages[0]}"], tmp_path).model.init_from is None
+    for before, stage in pairwise(stages):
+        run = tmp_path / "outputs" / before.replace("/", "-")  # the run directory of the stage before
+        init_from = compose_config([f"experiment={stage}"], tmp_path).model.init_from
+        assert init_from in (str(run / "checkpoints" / "best.ckpt"), f"{run}.safetensors"), (stage, init_from)
+
+
+def test_the_next_gpu_stage_starts_from_the_shipped_weights(tmp_path):
+    cfg = compose_config(["experiment=blind/continue_gpu"], tmp_path)
+    shipped = ROOT / "dequantizer" / "pretrained" / "blind.safetensors"
+    assert cfg.model.init_from == str(tmp_path / shipped.relative_to(ROOT)) and shipped.is_file()
+
+
+def test_the_experiments_that_remake_the_shipped_models_exist():
+    script = (ROOT / "experiments" / "shipped_models.sh").read_text().replace("$name", "{name}")
+    named = set()
+    for name in re.findall(r"(?:experiment=|--experiment )([\w/{}]+)", script):
+        named |= {name.format(name=paper) for paper in ("alef", "beta", "gimel", "phi")}
+    assert len(named) > 10 and named <= set(EXPERIMENTS), sorted(named - set(EXPERIMENTS))
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

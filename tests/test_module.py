@@ -5,6 +5,7 @@ from hydra.utils import instantiate
 from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import compose_config
+from dequantizer.callbacks import LogValidationImages, RescheduleOnResume
 
 
 def tiny_model(tmp_path, *overrides):
@@ -131,12 +132,14 @@ def test_init_from_loads_another_runs_weights(tmp_path):
     source = tiny_model(tmp_path)
     trainer = fit(source, max_epochs=1, limit_val_batches=0)
     trainer.save_checkpoint(tmp_path / "other.ckpt")
-    model = tiny_model(tmp_path, f"model.init_from={tmp_path / 'other.ckpt'}")
+    model = tiny_model(tmp_path, f"model.init_from={tmp_path / 'other.ckpt'}", "model.ema_decay=0.9")
     fit(model, max_steps=0)  # a run starting afresh: it reads init_from, then trains no step
     for a, b in zip(source.generator.state_dict().values(), model.generator.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     for a, b in zip(source.discriminator.state_dict().values(), model.discriminator.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+    for a, b in zip(source.generator.state_dict().values(), model.ema.module.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # the EMA starts from the loaded weights too
 
 
 def test_init_from_is_not_read_when_resuming(tmp_path):
@@ -148,30 +151,6 @@ def test_init_from_is_not_read_when_resuming(tmp_path):
                         enable_model_summary=False, max_epochs=2, limit_val_batches=0)
     trainer.fit(tiny_model(tmp_path, *overrides), train_dataloaders=batches(), ckpt_path=tmp_path / "run.ckpt")
     assert trainer.current_epoch == 2
-
-
-def test_init_from_takes_the_ema_generator_when_the_run_kept_one(tmp_path):
-    source = tiny_model(tmp_path, "model.ema_decay=0.5")
-    fit(source, max_epochs=1, limit_val_batches=0).save_checkpoint(tmp_path / "ema.ckpt")
-    ema, raw = source.ema.module.state_dict(), source.generator.state_dict()
-    assert any(not torch.equal(ema[key], raw[key]) for key in raw)
-    model = tiny_model(tmp_path, f"model.init_from={tmp_path / 'ema.ckpt'}")
-    model.load_initial_weights(model.hparams.init_from)
-    for key, value in model.generator.state_dict().items():
-        assert torch.equal(value, ema[key]), key
-
-
-def test_init_from_errors_are_clear(tmp_path):
-    from dequantizer.errors import DequantizerError
-
-    model = tiny_model(tmp_path, f"model.init_from={tmp_path / 'missing.ckpt'}")
-    with pytest.raises(DequantizerError, match="does not exist"):
-        fit(model, max_epochs=1, limit_val_batches=0)
-    other = tiny_model(tmp_path, "model.generator.num_residual_blocks=2")
-    fit(other, max_epochs=1, limit_val_batches=0).save_checkpoint(tmp_path / "bigger.ckpt")
-    model = tiny_model(tmp_path, f"model.init_from={tmp_path / 'bigger.ckpt'}")
-    with pytest.raises(DequantizerError, match="different architecture"):
-        model.load_initial_weights(model.hparams.init_from)
 
 
 def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path):
@@ -223,9 +202,21 @@ def test_raising_max_epochs_on_resume_stretches_the_cosine_schedule(tmp_path):
 
     extended = LearningRates()
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, max_epochs=4, limit_val_batches=0, callbacks=[extended])
+                        enable_model_summary=False, max_epochs=4, limit_val_batches=0,
+                        callbacks=[extended, RescheduleOnResume()])
     trainer.fit(tiny_model(tmp_path, "loss=pixel", cosine(4)), train_dataloaders=batches(),
                 ckpt_path=tmp_path / "finished.ckpt")
     base = trainer.lightning_module.hparams.optimizer_g["lr"]
     expected = {epoch: base * (1 + math.cos(math.pi * epoch / 4)) / 2 for epoch in (2, 3)}
     assert extended.rates == pytest.approx(expected)  # a 4-epoch cosine from the start, not the old one going up
+
+
+def test_validation_images_go_to_the_loggers_as_files(tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+
+    trainer = L.Trainer(accelerator="cpu", logger=CSVLogger(tmp_path / "csv"), enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, max_epochs=1, limit_train_batches=1,
+                        callbacks=[LogValidationImages()])
+    trainer.fit(tiny_model(tmp_path, "loss=pixel"), train_dataloaders=batches(), val_dataloaders=batches(1))
+    assert [path.name for path in tmp_path.glob("csv/*/version_0/images/*.png")] == ["val_epoch000.png"]
+

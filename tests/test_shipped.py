@@ -1,11 +1,19 @@
 """The shipped models, on real weights: each must beat the JPEG input on photos it never saw."""
 
+import re
+
 import numpy as np
 import pytest
 
+from conftest import EXPERIMENTS
 from dequantizer import dequantize, quantize
 from dequantizer.metrics import image_metrics, to_unit_tensor
 from dequantizer.weights import DEFAULT_MODEL, read_metadata, shipped_models
+
+
+def named_experiments(command: str) -> list[str]:
+    """The experiments a model's "made by" command names (train.py experiment=X, gpu_train.py --experiment X)."""
+    return re.findall(r"(?:experiment=|--experiment )([\w/]+)", command)
 
 
 def test_default_model_is_shipped_with_its_metadata():
@@ -13,10 +21,11 @@ def test_default_model_is_shipped_with_its_metadata():
     metadata = read_metadata(shipped_models()[DEFAULT_MODEL])
     assert metadata["qualities"] == [1, 100]
     assert metadata["generator"]["_target_"] == "dequantizer.models.QualityUNet"
-    assert "experiments/gpu_train.py" in metadata["command"]
-    assert "train.py experiment=blind_unet_finetune" in metadata["command"]
+    assert "experiments/gpu_train.py --experiment blind/1_gpu" in metadata["command"]
+    assert "train.py experiment=blind/3_cpu_finetune" in metadata["command"]
     assert "research" in metadata["training_data"]  # BSDS500, Urban100, T91 terms travel with the weights
-    assert "experiment=blind_unet_head" in metadata["command"]
+    assert "experiment=blind/9_quality_head" in metadata["command"]
+    assert set(named_experiments(metadata["command"])) <= set(EXPERIMENTS)  # each stage's recipe is in conf/
     # No gate: told the quality, its mean gain on the unseen photos is > 0 at every quality 1-100 (measured).
     assert metadata["max_quality"] is None
 
@@ -65,6 +74,7 @@ def test_every_named_model_has_its_record_and_beats_jpeg_at_its_quality(name, sa
     for key in ("description", "command", "qualities", "training_data", "validation", "generator"):
         assert metadata.get(key), key
     assert "train.py experiment=" in metadata["command"]
+    assert set(named_experiments(metadata["command"])) <= set(EXPERIMENTS)
     qualities = metadata["qualities"]
     quality = qualities if isinstance(qualities, int) else 10  # blind models: quality 10
     gains = psnr_gains(samples_dir, quality, model=name)

@@ -11,7 +11,8 @@ libjpeg-turbo's, as Pillow calls it (``Image.save(format="JPEG", quality=q, subs
   does, by jcdctmgr.c's reciprocal multiply; dequantised, the accurate integer inverse DCT (jidctint.c), range limit.
 
 Everything is integer arithmetic, so the coefficients and pixels equal Pillow's, bit for bit
-(``tests/test_torch_jpeg.py``; ``experiments/torch_jpeg_agreement.py`` counts it over many photos and qualities).
+(``tests/test_torch_jpeg.py``; ``experiments/analyses/torch_jpeg_agreement.py`` counts it over many photos and
+qualities).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Can the discriminator tell JPEG crops from their originals? A plain PyTorch loop, the generator frozen at the
 identity: D sees original crops (real) and their JPEG round trips at quality 10-40 (fake), Adam 1e-4, BCE.
 
-    python experiments/discriminator_probe.py data/photos --steps 200 --out experiments/results/discriminator
+    python experiments/analyses/discriminator_probe.py data/photos --steps 200 --out experiments/results/discriminator
 
 Variants: the paper's BatchNorm discriminator fed real and fake as two batches (how the module fed it before) or as
 one concatenated batch, and the spectral-norm discriminator (two batches: it has no batch statistics to share).
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import random
-import sys
 import time
 from pathlib import Path
 
@@ -21,12 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dequantizer.evaluate import image_paths  # noqa: E402
-from dequantizer.images import load_rgb  # noqa: E402
-from dequantizer.jpeg import jpeg_roundtrip_array  # noqa: E402
-from dequantizer.losses import discriminator_loss  # noqa: E402
-from dequantizer.models import Discriminator, to_model_range  # noqa: E402
+from dequantizer.evaluate import image_paths
+from dequantizer.images import load_rgb
+from dequantizer.jpeg import jpeg_roundtrip_array
+from dequantizer.losses import discriminator_loss
+from dequantizer.models import Discriminator, to_model_range
 
 VARIANTS = {"batch, two batches": ("batch", False), "batch, one batch": ("batch", True),
             "spectral, two batches": ("spectral", False)}

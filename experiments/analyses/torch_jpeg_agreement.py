@@ -1,6 +1,7 @@
 """How closely the torch JPEG round trip (dequantizer.data.torch_jpeg) matches Pillow's, and how fast each makes pairs.
 
-    python experiments/torch_jpeg_agreement.py ../shared/photos --crops 4000 --out experiments/results/torch_jpeg
+    python experiments/analyses/torch_jpeg_agreement.py ../shared/photos --crops 4000 \
+        --out experiments/results/torch_jpeg
 
 Random crops (8-300 px a side, any offset) of the photos, every quality 1-100 in turn, in colour at 4:2:0, 4:2:2 and
 4:4:4 and in grey: the decoded pixels against Pillow's, and the quantised DCT coefficients against those stored in
@@ -25,12 +26,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from dequantizer.data.torch_jpeg import jpeg_coefficients, jpeg_roundtrip
+from dequantizer.images import IMAGE_EXTENSIONS, load_rgb
+from dequantizer.jpeg import SUBSAMPLINGS
 
-from dequantizer.data.torch_jpeg import jpeg_coefficients, jpeg_roundtrip  # noqa: E402
-from dequantizer.images import IMAGE_EXTENSIONS, load_rgb  # noqa: E402
-from dequantizer.jpeg import SUBSAMPLINGS  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 MODES = ["4:2:0", "4:2:2", "4:4:4", "grey"]
 

@@ -1,6 +1,7 @@
 """PSNR against detail: what a GAN-trained model trades. For each model and JPEG quality, on clean photos:
 
-    python experiments/sharpness.py data/samples --models blind sharp --quality 10 30 --crops experiments/results/sharp
+    python experiments/analyses/sharpness.py data/samples --models blind sharp --quality 10 30 \
+        --crops experiments/results/sharp
 
 prints, per model, the mean per-image PSNR, SSIM, the *detail ratio* and the *feature distance*:
 - detail ratio: the mean gradient magnitude (luma, finite differences, 8x8 block edges included) of the image

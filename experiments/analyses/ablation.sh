@@ -3,9 +3,9 @@
 # (800 steps of 16 crops of 96x96, EMA 0.995: a 0.999 EMA would still hold 45% of the starting weights; ~7 min each
 # on 2 CPU cores, bf16), on the same photos (data/photos, made by
 # experiments/training_photos.py), evaluated on the unseen photos (scikit-image's) at q10, q30, q50 and q90.
-#   bash experiments/ablation.sh              # results in experiments/results/ablation/<step>/
+#   bash experiments/analyses/ablation.sh              # results in experiments/results/ablation/<step>/
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 export PATH="$PWD/.venv/bin:$PATH"
 
 budget="trainer.max_epochs=8 data.samples_per_epoch=1600 data.crop_size=96 data.batch_size=16 model.ema_decay=0.995 logger=csv"
@@ -26,8 +26,8 @@ for step in $(printf '%s\n' "${!steps[@]}" | sort); do
   out=experiments/results/ablation/$step
   [ -f "$out/results.csv" ] && continue
   # shellcheck disable=SC2086
-  python train.py experiment=blind_unet run_name=ablation-$step test=false $budget ${steps[$step]}
+  python train.py experiment=blind run_name=ablation-$step test=false $budget ${steps[$step]}
   dequantizer export outputs/ablation-$step/checkpoints/best.ckpt outputs/ablation-$step.safetensors \
-    --description "ablation step $step" --command "bash experiments/ablation.sh (step $step)"
+    --description "ablation step $step" --command "bash experiments/analyses/ablation.sh (step $step)"
   dequantizer evaluate data/samples -m outputs/ablation-$step.safetensors --quality 10 30 50 90 -o "$out"
 done

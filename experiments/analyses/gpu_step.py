@@ -1,15 +1,15 @@
 """How much of the accelerator the default model's training step uses, and what raises it.
 
-    python experiments/gpu_step.py --out OUT                         # on the GPU machine: every variant, ~3 minutes
-    python experiments/gpu_step.py --device cpu --batch-size 4 --crop-size 32 --variants eager   # a dry run here
+    python experiments/analyses/gpu_step.py --out OUT        # on the GPU machine: every variant, ~3 minutes
+    python experiments/analyses/gpu_step.py --device cpu --batch-size 4 --crop-size 32 --variants eager   # a dry run
 
 The step is the shipped model's (``conf/model/generator/unet.yaml``): the quality-aware U-Net's forward on uint8 pairs
 in bf16 autocast, an L1 pixel loss plus the quality head's (the recipes' PSNR loss and quantile head cost the same
 FLOPs), the backward, Adam and the generator's EMA; with ``-jpeg`` the pairs are made in the step from clean crops by
 ``torch_jpeg`` (``data.jpeg=torch``), as training does. Each variant reports images/s and its share of the machine:
 the FLOPs of one step counted by ``torch.utils.flop_counter`` (the convolutions and matmuls, forward and backward),
-per second, against the measured bf16 matmul peak of this device (``experiments/benchmark.py`` does the same on the
-CPU).
+per second, against the measured bf16 matmul peak of this device (``experiments/analyses/benchmark.py`` does the same
+on the CPU).
 
 Variants (names joined by '-'): ``eager`` or ``compiled`` (``torch.compile``) or ``graphs`` (``torch.compile`` with
 CUDA graphs, mode reduce-overhead); ``b<N>`` the batch size; ``fused`` Adam's fused kernel; ``sync`` a host sync each
@@ -23,7 +23,6 @@ import copy
 import csv
 import gc
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -33,11 +32,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from dequantizer.data.torch_jpeg import jpeg_roundtrip
+from dequantizer.models import to_model_range
 
-from dequantizer.data.torch_jpeg import jpeg_roundtrip  # noqa: E402
-from dequantizer.models import to_model_range  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 DEFAULT_VARIANTS = [
     "eager-b64-sync-jpeg",  # stage 8's batch and its per-step sync, with the pairs now made on the GPU

@@ -1,6 +1,6 @@
 """Per-photo gains at high JPEG qualities, told the quality and predicting it: where a model's raw output loses.
 
-    python experiments/per_photo.py data/samples --models blind --quality 90 95 100
+    python experiments/analyses/per_photo.py data/samples --models blind --quality 90 95 100
 
 For each photo (grey photos as greyscale JPEGs, as `dequantize` sees them), prints the JPEG input's PSNR and each
 model's gain over it (RGB, dB): told the quality (as a file's tables tell it); with the quality its head predicts

@@ -1,7 +1,7 @@
 """Speed benchmark: training step (naive reference vs the project's default), restoration throughput, make train.
 
-    python experiments/benchmark.py                 # training + restoration, ~3 minutes on 2 CPU cores
-    python experiments/benchmark.py --make-train    # also time `make train` end to end (~5 minutes more)
+    python experiments/analyses/benchmark.py                 # training + restoration, ~3 minutes on 2 CPU cores
+    python experiments/analyses/benchmark.py --make-train    # also time `make train` end to end (~5 minutes more)
 
 Everything that is compared runs in this one process, interleaved, so ratios hold on a noisy machine. The restoration
 peak RSS is measured in a child process of its own (RSS is per process). See experiments/BENCHMARKS.md for results.
@@ -34,7 +34,7 @@ from dequantizer.losses import discriminator_loss
 from dequantizer.models import to_model_range, to_unit_range
 from dequantizer.weights import DEFAULT_MODEL
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def compose_config(overrides: list[str]):

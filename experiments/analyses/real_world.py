@@ -2,8 +2,8 @@
 subsampling, progressive, another encoder's tables. How much the default model gains on each, beside what it gains on
 a single JPEG at the damaging quality.
 
-    python experiments/real_world.py data/samples --out experiments/results/real_world
-    python experiments/real_world.py ../shared/testsets/LIVE1_color --cases double --out OUT
+    python experiments/analyses/real_world.py data/samples --out experiments/results/real_world
+    python experiments/analyses/real_world.py ../shared/testsets/LIVE1_color --cases double --out OUT
 
 Each case turns a clean photo into a JPEG file as a user would get it (Pillow at each step; the last step's tables are
 the file's) and a reference (the clean photo cropped or resized the same way). The file is restored as `dequantize`

@@ -1,7 +1,7 @@
 """Restoration speed of the two engines side by side: torch bf16, torch fp32 and onnxruntime fp32 on one photo.
 
-    python experiments/onnx_benchmark.py                       # ../shared/photos' 1-MP nasa-45068.png, blind, q30
-    python experiments/onnx_benchmark.py --photo p.png --model beta --quality 50 --repeats 5
+    python experiments/analyses/onnx_benchmark.py      # ../shared/photos' 1-MP nasa-45068.png, blind, q30
+    python experiments/analyses/onnx_benchmark.py --photo p.png --model beta --quality 50 --repeats 5
 
 The photo is JPEG-compressed at --quality and restored whole (default tile size, tiles blended) by each engine in turn,
 interleaved, --repeats times after a warm-up; the median is reported, with each engine's PSNR against the photo and
@@ -27,7 +27,7 @@ from dequantizer.metrics import psnr
 from dequantizer.restore import get_restorer
 from dequantizer.weights import DEFAULT_MODEL
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PHOTO = ROOT.parent / "shared" / "photos" / "wallpapers_popos" / "nasa-45068.png"  # 1000x1000
 
 

@@ -1,9 +1,9 @@
 """Validation curves of the shipped default model's stages, one after the other, against training images seen.
 
-    python experiments/curves.py experiments/results/blind/curves.png \
+    python experiments/analyses/curves.py experiments/results/blind/curves.png \
         gpu-stage1:32=experiments/results/gpu/stage1_metrics.csv \
         gpu-stage2:32=experiments/results/gpu/stage2_metrics.csv \
-        cpu-stage3:16=outputs/blind_unet_finetune/runs/<time>/csv/version_0/metrics.csv
+        cpu-stage3:16=outputs/blind-3_cpu_finetune/runs/<time>/csv/version_0/metrics.csv
 
 Each stage is ``NAME:BATCH_SIZE=PATH`` to a Lightning CSVLogger's metrics.csv. Prints the curve as a table too (the
 gain over the JPEG input on the stage's validation crops, and the quality head's mean error).
@@ -18,7 +18,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def validation_rows(path: Path) -> list[dict[str, float]]:

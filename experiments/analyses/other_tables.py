@@ -1,6 +1,6 @@
 """Decoded JPEGs of an encoder other than IJG's: are they restored as well as their files?
 
-    python experiments/other_tables.py data/samples --quality 80 90 95
+    python experiments/analyses/other_tables.py data/samples --quality 80 90 95
 
 Cameras, phones and editors quantize with tables of their own. Here each table is IJG's at the given quality with
 every step scaled by a seeded random factor of 0.8-1.2 (luma and chroma; one table per quality). For each photo that
