@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # The app's browser test drives Debian's Chromium with its driver: installed where missing (as root, else with sudo).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install browser train test lint clean
+.PHONY: install browser train test test-fast lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ train: $(STAMP)
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q tests
+
+# Everything but the tests marked slow (train.py runs, the fuzz, ONNX exports, the browser): no Chromium needed.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check dequantizer tests train.py experiments

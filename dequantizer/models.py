@@ -322,3 +322,44 @@ class Discriminator(nn.Module):
         """Logits of ``real`` and ``fake`` from one forward over both, so that BatchNorm sees both kinds at once."""
         logits = self(torch.cat([real, fake]))
         return logits[: len(real)], logits[len(real) :]
+
+
+class UNetDiscriminator(nn.Module):
+    """Real-ESRGAN's discriminator: a U-Net with spectral norm that scores every pixel, so that the generator hears
+    where a restoration looks wrong (a texture, a block edge), not one verdict per crop. Three stride-2 convolutions
+    down to 1/8, three bilinear steps back up with additive skips, two more convolutions at full resolution, then one
+    logit per pixel. Spectral norm (no BatchNorm) keeps D's gradients tame without coupling the images of a batch.
+
+    ``channels``: the width at full resolution (doubled at each level down).
+    """
+
+    def __init__(self, in_channels: int = 3, channels: int = 64):
+        super().__init__()
+        norm = nn.utils.spectral_norm
+        widths = (channels, channels * 2, channels * 4, channels * 8)
+        self.first = nn.Conv2d(in_channels, widths[0], 3, padding=1)
+        self.down = nn.ModuleList(norm(nn.Conv2d(widths[i], widths[i + 1], 4, stride=2, padding=1, bias=False))
+                                  for i in range(3))
+        self.up = nn.ModuleList(norm(nn.Conv2d(widths[i + 1], widths[i], 3, padding=1, bias=False))
+                                for i in reversed(range(3)))
+        self.refine = nn.Sequential(
+            norm(nn.Conv2d(widths[0], widths[0], 3, padding=1, bias=False)), nn.LeakyReLU(0.2, inplace=True),
+            norm(nn.Conv2d(widths[0], widths[0], 3, padding=1, bias=False)), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(widths[0], 1, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of shape (N, 1, H, W): positive means "real" there. H and W: multiples of 8."""
+        skips = [F.leaky_relu(self.first(x), 0.2)]
+        for conv in self.down:
+            skips.append(F.leaky_relu(conv(skips[-1]), 0.2))
+        h = skips.pop()
+        for conv in self.up:
+            h = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False)
+            h = F.leaky_relu(conv(h), 0.2) + skips.pop()
+        return self.refine(h)
+
+    def compare(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits of ``real`` and ``fake``, from one forward over both (as ``Discriminator.compare``)."""
+        logits = self(torch.cat([real, fake]))
+        return logits[: len(real)], logits[len(real) :]

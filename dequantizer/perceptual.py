@@ -81,3 +81,17 @@ def save_strip(images: dict[str, np.ndarray], corner: tuple[int, int], path: Pat
     buffer = io.BytesIO()
     strip.save(buffer, "PNG")
     atomic_write(path, buffer.getvalue())
+
+
+def block_periodic_energy(rgb: np.ndarray) -> float:
+    """The 8x8-periodic energy of an image's luma, the blockiness a viewer sees: along each axis, the mean absolute
+    luma step between neighbours is taken at each of the 8 positions within the JPEG block grid (from the image's
+    origin); the spread of these 8 means around their mean, squared and relative to it, summed over both axes. Steps
+    that are larger at block edges (or any texture repeating every 8 pixels) raise it; a photo that never was a JPEG
+    has next to none."""
+    luma = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114]) if rgb.ndim == 3 else rgb.astype(np.float64)
+    energy = 0.0
+    for steps in (np.abs(np.diff(luma, axis=1)), np.abs(np.diff(luma, axis=0)).T):
+        positions = np.array([steps[:, phase::8].mean() for phase in range(8)])  # phase 7: across block edges
+        energy += float(((positions - positions.mean()) ** 2).mean() / max(positions.mean(), 1e-12) ** 2)
+    return energy

@@ -1,24 +1,22 @@
-"""The public API and the CLI on real files: colour modes, folders with bad files, safe loading."""
+"""The public API, quantize and dequantize: every colour mode, EXIF orientation and ICC profile, paths and batches,
+arrays in and arrays out, the quality knob, and odd or broken images (refused in one clear line)."""
 
 import numpy as np
 import pytest
-import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageCms
 
+import dequantizer
 from dequantizer import dequantize, quantize
-from dequantizer.cli import main
 from dequantizer.errors import DequantizerError
-
-
-def colourful(size=(40, 30)):
-    rng = np.random.default_rng(0)
-    return Image.fromarray((rng.random((size[1], size[0], 3)) * 255).astype(np.uint8))
+from helpers import BROKEN, noise, odd_images
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "P", "CMYK", "RGBA", "LA", "I;16"])
 def test_round_trip_every_colour_mode(mode, weights):
-    image = colourful().convert(mode) if mode != "I;16" else Image.fromarray(
-        np.asarray(colourful().convert("L"), dtype=np.uint16) * 257)
+    image = noise(30, 40).convert(mode) if mode != "I;16" else Image.fromarray(
+        np.asarray(noise(30, 40).convert("L"), dtype=np.uint16) * 257)
     jpeg = quantize(image, quality=10)
     restored = dequantize(jpeg, model=weights)
     assert restored.size == image.size
@@ -30,7 +28,7 @@ def test_round_trip_every_colour_mode(mode, weights):
 
 
 def test_exif_orientation_and_icc_profile(tmp_path, weights):
-    image = colourful((40, 24))
+    image = noise(24, 40)
     exif = image.getexif()
     exif[0x0112] = 6  # displayed rotated by 90 degrees
     profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
@@ -41,14 +39,25 @@ def test_exif_orientation_and_icc_profile(tmp_path, weights):
 
 
 def test_batches_and_paths(tmp_path, weights):
-    colourful().save(tmp_path / "a.png")
-    outputs = dequantize([tmp_path / "a.png", colourful((16, 16))], model=weights)
+    noise(30, 40).save(tmp_path / "a.png")
+    outputs = dequantize([tmp_path / "a.png", noise(16, 16)], model=weights)
     assert [o.size for o in outputs] == [(40, 30), (16, 16)]
+
+
+def test_arrays_in_arrays_out(weights):
+    rgb = np.asarray(noise(24, 32))
+    for pixels in (rgb, rgb[..., 0], rgb[..., :1], np.dstack([rgb, np.full(rgb.shape[:2], 200, np.uint8)])):
+        jpeg = quantize(pixels, quality=20)
+        restored = dequantize(jpeg, model=weights)
+        assert isinstance(jpeg, np.ndarray) and isinstance(restored, np.ndarray)
+        assert jpeg.shape == restored.shape == pixels.shape and restored.dtype == np.uint8
+    with pytest.raises(dequantizer.DequantizerError, match="pass HxW, HxWx3 or HxWx4 uint8"):
+        dequantize(rgb.astype(np.float32), model=weights)
 
 
 def test_clear_errors(tmp_path, weights):
     with pytest.raises(DequantizerError, match="no shipped model named 'nope'"):
-        dequantize(colourful(), model="nope")
+        dequantize(noise(30, 40), model="nope")
     with pytest.raises(DequantizerError, match="no such file"):
         dequantize(tmp_path / "missing.jpg", model=weights)
     (tmp_path / "fake.jpg").write_text("hello")
@@ -56,43 +65,46 @@ def test_clear_errors(tmp_path, weights):
         dequantize(tmp_path / "fake.jpg", model=weights)
 
 
-def test_malicious_pickle_checkpoint_is_refused(tmp_path):
-    class Evil:
-        def __reduce__(self):
-            return (print, ("pwned",))
+def test_dequantize_takes_a_quality_and_refuses_a_bad_one(samples_dir):
+    from dequantizer import dequantize, quantize
 
-    torch.save({"state_dict": {}, "hyper_parameters": {"generator": {}}, "evil": Evil()}, tmp_path / "evil.ckpt")
-    with pytest.raises(DequantizerError, match="refusing to load .*evil.ckpt: it holds code objects") as error:
-        dequantize(colourful(), model=tmp_path / "evil.ckpt")
-    assert "weights_only" not in str(error.value)  # never repeat torch's advice to unpickle an untrusted file
-
-
-def test_cli_dequantize_folder_with_a_bad_file(tmp_path, weights, capsys):
-    photos = tmp_path / "photos"
-    (photos / "sub").mkdir(parents=True)
-    quantize(colourful()).save(photos / "a.jpg")
-    quantize(colourful((24, 24))).save(photos / "sub" / "b.png")
-    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
-    out = tmp_path / "restored"
-    code = main(["dequantize", str(photos), "-o", str(out), "-m", str(weights)])
-    assert code == 1
-    assert (out / "a.png").is_file() and (out / "sub" / "b.png").is_file()
-    err = capsys.readouterr().err
-    assert "broken.jpg: cannot read it as an image" in err and "Traceback" not in err
-    assert "2 restored, 0 skipped" in err
-    # a rerun skips what exists
-    assert main(["dequantize", str(photos / "a.jpg"), "-o", str(out), "-m", str(weights)]) == 0
-    assert "0 restored, 1 skipped" in capsys.readouterr().err
-    # never overwrite an input
-    assert main(["dequantize", str(out / "a.png"), "-o", str(out), "-m", str(weights), "--overwrite"]) == 1
-    assert "refusing to overwrite an input" in capsys.readouterr().err
+    photo = Image.open(samples_dir / "chelsea.png").convert("RGB").crop((100, 50, 196, 146))
+    jpeg = quantize(photo, quality=30)
+    hard, gentle, told, told_30, before = (
+        np.asarray(image).astype(int)  # signed: uint8 differences would wrap around
+        for image in (dequantize(jpeg, quality=5), dequantize(jpeg, quality=95), dequantize(jpeg),
+                      dequantize(jpeg, quality=30), jpeg)
+    )
+    assert np.array_equal(told, told_30)  # the file's tables say 30
+    # Told a lower quality, the model restores harder: it moves further from its input.
+    assert np.abs(hard - before).mean() > 2 * np.abs(gentle - before).mean()
+    with pytest.raises(DequantizerError, match="quality"):
+        dequantize(jpeg, quality=0)
 
 
-def test_cli_evaluate_writes_reports(tmp_path, weights, capsys):
-    colourful((64, 48)).save(tmp_path / "clean.png")
-    code = main(["evaluate", str(tmp_path / "clean.png"), "--quality", "10", "50", "-m", str(weights),
-                 "-o", str(tmp_path / "report")])
-    assert code == 0
-    out = capsys.readouterr().out
-    assert "JPEG PSNR" in out and "gain" in out
-    assert {p.name for p in (tmp_path / "report").iterdir()} >= {"results.csv", "results.json", "grids"}
+# -- odd and broken images ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_dequantize_broken_files_is_one_clear_line(tmp_path, weights, name):
+    (tmp_path / name).write_bytes(BROKEN[name]())
+    with pytest.raises(DequantizerError, match=f"{name}: cannot read it as an image") as error:
+        dequantize(tmp_path / name, model=weights)
+    assert "\n" not in str(error.value)
+
+
+def test_dequantize_odd_images(tmp_path, weights):
+    buffers, expected = odd_images()
+    for name, data in buffers.items():
+        (tmp_path / name).write_bytes(data)
+        restored = dequantize(tmp_path / name, model=weights)
+        assert (restored.size, restored.mode) == expected[name], name
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(width=st.integers(1, 40), height=st.integers(1, 40), mode=st.sampled_from(["RGB", "L", "RGBA", "P", "CMYK"]),
+       seed=st.integers(0, 1000))
+def test_random_small_images_keep_their_size(weights, width, height, mode, seed):
+    image = noise(height, width, seed).convert(mode)
+    restored = dequantize(image, model=weights)
+    assert restored.size == (width, height)

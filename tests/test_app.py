@@ -174,6 +174,7 @@ def browser(downloads):
     browser.quit()
 
 
+@pytest.mark.slow  # Chromium: `make test` installs it, `make test-fast` needs none
 def test_in_a_browser_upload_restore_download(page, browser, downloads, photos):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

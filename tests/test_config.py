@@ -1,3 +1,6 @@
+"""The Hydra configs (conf/): every experiment composes and instantiates, the paper's four and our recipes of them, the
+stages of the shipped models chain from one to the next, what names a run, and the README's training commands."""
+
 import re
 import subprocess
 import sys
@@ -8,8 +11,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import EXPERIMENTS, ROOT, compose_config
 from dequantizer.data import FlickrPhotos
+from helpers import EXPERIMENTS, ROOT, compose_config
 
 
 def test_the_paper_experiments_exist():
@@ -125,6 +128,7 @@ def test_overrides_that_do_not_change_what_is_trained_stay_out_of_the_run_name(t
     assert cfg.run_name == "beta-data.quality=10,model.generator.channels=8"
 
 
+@pytest.mark.slow  # train.py started four times
 def test_cfg_job_prints_the_composed_config(tmp_path):
     for experiment in ("alef", "beta", "gimel", "phi"):
         result = subprocess.run(

@@ -1,4 +1,10 @@
+"""Training data (dequantizer/data/: datamodule.py, sources.py, split.py): JPEG pairs made by Pillow or in torch after
+the transfer, how their qualities, block grids and colours are drawn, fixed validation pairs, a split saved once that
+never leaks, photo sources, unreadable photos skipped, and clear errors for bad values. JPEG in torch is tested in
+test_torch_jpeg.py, the Flickr client in test_flickr.py."""
+
 import json
+import random
 
 import numpy as np
 import pytest
@@ -6,10 +12,16 @@ import torch
 from PIL import Image
 
 from dequantizer.data import FlickrPhotos, FolderPhotos, JpegDataModule, SamplePhotos
-from dequantizer.data.datamodule import Crops, FixedJpegPairs, RandomJpegPairs, pairs_from_crops, parse_quality
+from dequantizer.data.datamodule import (
+    Crops,
+    FixedJpegPairs,
+    RandomJpegPairs,
+    draw_quality,
+    pairs_from_crops,
+    parse_quality,
+)
 from dequantizer.errors import DequantizerError
-from dequantizer.images import load_rgb
-from dequantizer.jpeg import jpeg_roundtrip
+from dequantizer.jpeg import jpeg_roundtrip, jpeg_roundtrip_array
 
 
 def make_photos(folder, count=10, size=(80, 60), seed=0):
@@ -236,20 +248,6 @@ def test_unreadable_files_are_skipped_and_counted(tmp_path, caplog):
     assert "skipped 3 unreadable files" in caplog.text
 
 
-def test_load_rgb_handles_colour_modes_and_orientation(tmp_path):
-    Image.new("L", (6, 4), 200).save(tmp_path / "grey.png")
-    Image.new("RGBA", (6, 4), (255, 0, 0, 0)).save(tmp_path / "clear.png")
-    Image.new("CMYK", (6, 4), (0, 0, 0, 0)).save(tmp_path / "cmyk.jpg")
-    rotated = Image.new("RGB", (6, 4))
-    exif = rotated.getexif()
-    exif[0x0112] = 6  # rotate 90 degrees when displayed
-    rotated.save(tmp_path / "rotated.jpg", exif=exif)
-    assert load_rgb(tmp_path / "grey.png").shape == (4, 6, 3)
-    assert (load_rgb(tmp_path / "clear.png") == 255).all()  # transparent -> white
-    assert load_rgb(tmp_path / "cmyk.jpg").shape == (4, 6, 3)
-    assert load_rgb(tmp_path / "rotated.jpg").shape == (6, 4, 3)
-
-
 def test_other_bad_values_are_clear_errors(tmp_path):
     for kwargs, match in [
         (dict(crop_size=4), "crop_size"),
@@ -271,3 +269,72 @@ def test_two_photo_groups_split_into_train_and_val_only():
     assert [len(parts[part]) for part in ("train", "val", "test")] == [7, 2, 1]
     with pytest.raises(DequantizerError, match="at least 2"):
         make_split(["a", "a"], 0.2, 0.1, seed=0)
+
+
+# -- how training pairs are drawn: qualities, grids, grey --------------------------------------------------------------
+
+
+def test_quality_draws_follow_the_focus():
+    random.seed(0)
+    focused = [draw_quality((1, 100), [((10, 60), 0.75)]) for _ in range(4000)]
+    share = np.mean([10 <= q <= 60 for q in focused])
+    assert 0.75 + 0.25 * 51 / 100 - 0.03 < share < 0.75 + 0.25 * 51 / 100 + 0.03  # focus + its share of the rest
+    assert min(focused) == 1 and max(focused) == 100  # the whole range is still covered
+    assert all(10 <= draw_quality((1, 100), [((10, 60), 1.0)]) <= 60 for _ in range(200))
+    # two ranges: the low qualities and the top, the rest uniform
+    mixed = [draw_quality((1, 100), [((1, 60), 0.5), ((90, 100), 0.2)]) for _ in range(4000)]
+    assert 0.2 + 0.3 * 11 / 100 - 0.03 < np.mean([q >= 90 for q in mixed]) < 0.2 + 0.3 * 11 / 100 + 0.03
+    assert 0.5 + 0.3 * 60 / 100 - 0.03 < np.mean([q <= 60 for q in mixed]) < 0.5 + 0.3 * 60 / 100 + 0.03
+
+
+def textured_photos(folder, count=6, size=(96, 80)):
+    """``count`` PNGs of seeded noise drawn at 1/4 of ``size`` and enlarged (more texture than make_photos')."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        pixels = rng.random((size[1] // 4, size[0] // 4, 3)) * 255
+        Image.fromarray(pixels.astype(np.uint8)).resize(size, Image.BICUBIC).save(folder / f"p{index}.png")
+    return folder
+
+
+def drawn_pairs(tmp_path, count=40, **kwargs):
+    """``count`` training pairs (JPEG q20, 32-px crops) as the DataModule draws them, with ``kwargs`` for it."""
+    data = JpegDataModule(FolderPhotos(textured_photos(tmp_path / "photos")), quality=20, crop_size=32, num_workers=0,
+                          samples_per_epoch=count, **kwargs)
+    data.setup()
+    random.seed(1)
+    return [data.train_set[index] for index in range(count)]
+
+
+def on_grid(jpeg, target):
+    """Whether the JPEG crop is the crop's own JPEG (its blocks on the crop's grid), away from the crop's edges."""
+    again = jpeg_roundtrip_array(target.permute(1, 2, 0).numpy(), 20)
+    return np.array_equal(jpeg.permute(1, 2, 0).numpy()[:16, :16], again[:16, :16])
+
+
+def test_crops_sit_on_the_jpeg_grid_unless_shifted(tmp_path):
+    assert all(on_grid(jpeg, target) for jpeg, target, _ in drawn_pairs(tmp_path / "a", grid_shift_fraction=0.0))
+    shifted = [on_grid(jpeg, target) for jpeg, target, _ in drawn_pairs(tmp_path / "b", grid_shift_fraction=1.0)]
+    assert np.mean(shifted) < 0.2  # only the draws with a (0, 0) shift land on the grid
+
+
+def test_greyscale_crops_are_grey_in_and_out(tmp_path):
+    for jpeg, target, _ in drawn_pairs(tmp_path, count=8, greyscale_fraction=1.0):
+        assert (target[0] == target[1]).all() and (target[1] == target[2]).all()
+        assert (jpeg[0].int() - jpeg[1].int()).abs().max() <= 1  # a grey JPEG decodes (almost) grey
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(quality=[10, 50], focus_quality=[5, 40]), "inside data.quality"),
+        (dict(quality=[10, 50], focus_quality=[20, 30], focus_fraction=1.5), "between 0 and 1"),
+        (dict(quality=[1, 100], focus_quality=[[1, 60], [90, 100]], focus_fraction=[0.6, 0.6]), "at most 1 in all"),
+        (dict(quality=[1, 100], focus_quality=[[1, 60], [90, 100]], focus_fraction=0.5), "one share per range"),
+        (dict(quality=[10, 50], focus_quality=[[10, 20], [40, 60]], focus_fraction=[0.2, 0.2]), "inside data.quality"),
+        (dict(greyscale_fraction=-0.1), "between 0 and 1"),
+    ],
+)
+def test_bad_sampling_values_are_clear_errors(tmp_path, kwargs, match):
+    with pytest.raises(DequantizerError, match=match):
+        JpegDataModule(FolderPhotos(tmp_path), **kwargs)

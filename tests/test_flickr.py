@@ -1,11 +1,9 @@
 """The Flickr downloader against replayed responses (the `responses` library stands in for api.flickr.com and the
 static image host): the code path is the one users run."""
 
-import io
 import json
 import re
 
-import numpy as np
 import pytest
 import responses
 from PIL import Image
@@ -24,16 +22,15 @@ from dequantizer.data.flickr import (
 )
 from dequantizer.data.sources import FlickrPhotos
 from dequantizer.errors import DequantizerError
+from helpers import jpeg_bytes, noise
 
 KEY = "test-key-0123456789abcdef"
 IMAGE_HOST = "https://live.staticflickr.com"
 
 
-def jpeg_bytes(seed, size=(200, 150)):
-    pixels = (np.random.default_rng(seed).random((size[1], size[0], 3)) * 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
+def photo_jpeg(seed, size=(200, 150)):
+    """A photo as Flickr serves it: a q90 JPEG of seeded noise, ``size`` (width, height)."""
+    return jpeg_bytes(noise(size[1], size[0], seed), quality=90)
 
 
 def fake_client():
@@ -67,7 +64,7 @@ class FakeFlickr:
     def image(self, request):
         photo_id = request.url.rsplit("/", 1)[1].split("_")[0]
         assert request.url.endswith("_z.jpg")  # the ~640 px size
-        return 200, {"Content-Type": "image/jpeg"}, self.images.get(photo_id, jpeg_bytes(int(photo_id)))
+        return 200, {"Content-Type": "image/jpeg"}, self.images.get(photo_id, photo_jpeg(int(photo_id)))
 
 
 def test_happy_path_manifest_attribution_and_prepare(tmp_path):
@@ -177,8 +174,8 @@ def test_missing_key_is_one_clear_line(monkeypatch, capsys, tmp_path):
 
 def test_corrupt_tiny_and_duplicate_images_are_skipped_and_counted(tmp_path):
     base = sum(map(ord, "tench")) * 100
-    images = {str(base): b"\xff\xd8\xff\xe0 truncated", str(base + 1): jpeg_bytes(1, size=(40, 30)),
-              str(base + 3): jpeg_bytes(base + 2)}  # same bytes as photo base+2
+    images = {str(base): b"\xff\xd8\xff\xe0 truncated", str(base + 1): photo_jpeg(1, size=(40, 30)),
+              str(base + 3): photo_jpeg(base + 2)}  # same bytes as photo base+2
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         FakeFlickr(mock, photos_per_category=5, images=images)
         stats = download_dataset(fake_client(), ["tench"], tmp_path, per_category=5, progress=False)

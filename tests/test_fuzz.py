@@ -23,6 +23,7 @@ from dequantizer import dequantize
 from dequantizer.cli import main
 from dequantizer.data import FolderPhotos, JpegDataModule
 from dequantizer.errors import DequantizerError
+from helpers import FAST, run_train
 
 # ~15 s on 2 cores with the tiny model; among them, 4 PNGs whose damage Pillow raises as SyntaxError, the escape that
 # a folder's first file once turned into a traceback
@@ -107,6 +108,7 @@ def broken_chunk_png() -> bytes:
     return png[:at] + struct.pack(">I", length - 7) + png[at + 4 :]
 
 
+@pytest.mark.slow
 def test_mutated_files_are_restored_or_refused_in_one_line(tmp_path, weights):
     outcomes = {"restored": 0, "refused": 0}
     escapes = []
@@ -179,10 +181,9 @@ def test_the_datamodule_skips_mutated_photos_and_names_them(tmp_path, caplog):
     assert jpeg.shape == target.shape == (4, 3, 16, 16)
 
 
+@pytest.mark.slow  # train.py
 def test_training_skips_a_damaged_photo_and_names_it(tmp_path):
     """train.py on a folder holding a damaged PNG: one warning naming it, then the epoch runs on the others."""
-    from conftest import FAST, run_train
-
     folder = tmp_path / "photos"
     folder.mkdir()
     rng = np.random.default_rng(0)

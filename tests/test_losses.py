@@ -1,3 +1,6 @@
+"""The losses (dequantizer/losses.py): pixel, PSNR, quantile, texture, total variation and adversarial terms on known
+values, the weighted sum, VGG19 and EfficientNet-Lite0 content features (offline, frozen), and clear config errors."""
+
 import math
 import sys
 
@@ -11,7 +14,6 @@ from PIL import Image
 from skimage import data as skimage_data
 from torchvision.transforms.functional import center_crop, resize
 
-from conftest import compose_config
 from dequantizer import quantize
 from dequantizer.errors import DequantizerError
 from dequantizer.losses import (
@@ -29,6 +31,7 @@ from dequantizer.losses import (
     texture_loss,
     total_variation_loss,
 )
+from helpers import compose_config
 
 
 def test_pixel_losses_known_values():

@@ -1,41 +1,19 @@
+"""The LightningModule (dequantizer/module.py), trained by a Trainer on a few random batches: the GAN step (one
+generator forward, the discriminator fed real and fake at once), warm-up, pixel-only runs, what is logged, init_from,
+non-finite losses, and the quality head of the default model's network (trained and scored, trainable parts,
+batches restored with the predicted quality)."""
+
 import lightning as L
 import pytest
 import torch
 from hydra.utils import instantiate
-from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import compose_config
-from dequantizer.callbacks import LogValidationImages, RescheduleOnResume
-
-
-def tiny_model(tmp_path, *overrides):
-    cfg = compose_config(
-        ["experiment=beta", "loss.content.pretrained=false", "model.generator.channels=8",
-         "model.generator.num_residual_blocks=1", "model.discriminator.first_channels=8",
-         "model.discriminator.channels=[8,16]", "model.discriminator.strides=[2,2]",
-         "model.discriminator.hidden_features=16", *overrides],
-        tmp_path,
-    )
-    return instantiate(cfg.model, loss=cfg.loss)
-
-
-def batches(count=2, size=16):
-    """``count`` batches of 2 noisy/clean uint8 pairs."""
-    generator = torch.Generator().manual_seed(0)
-    target = torch.randint(0, 256, (count * 2, 3, size, size), dtype=torch.uint8, generator=generator)
-    jpeg = (target.int() + torch.randint(-8, 9, target.shape, generator=generator)).clamp(0, 255).to(torch.uint8)
-    return DataLoader(TensorDataset(jpeg, target, torch.full((count * 2,), 50)), batch_size=2)
-
-
-def fit(model, **trainer_args):
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, **trainer_args)
-    trainer.fit(model, train_dataloaders=batches(), val_dataloaders=batches(1))
-    return trainer
+from dequantizer.errors import DequantizerError
+from helpers import batches, fit, quiet_trainer, tiny_blind_config, tiny_gan
 
 
 def test_gan_step_one_generator_forward_and_detached_fake(tmp_path):
-    model = tiny_model(tmp_path)
+    model = tiny_gan(tmp_path)
     generator_calls, discriminator_inputs = [], []
     model.generator.register_forward_hook(lambda m, i, o: generator_calls.append(torch.is_grad_enabled()))
     model.discriminator.register_forward_hook(
@@ -66,7 +44,7 @@ class StepOutputs(L.Callback):
 
 
 def test_discriminator_warmup_trains_only_the_discriminator(tmp_path):
-    model = tiny_model(tmp_path, "model.discriminator_warmup_steps=2")
+    model = tiny_gan(tmp_path, "model.discriminator_warmup_steps=2")
     before_g = [p.detach().clone() for p in model.generator.parameters()]
     before_d = [p.detach().clone() for p in model.discriminator.parameters()]
     steps = StepOutputs()
@@ -79,7 +57,7 @@ def test_discriminator_warmup_trains_only_the_discriminator(tmp_path):
 
 
 def test_pixel_only_training_leaves_the_discriminator_alone(tmp_path):
-    model = tiny_model(tmp_path, "loss=pixel")
+    model = tiny_gan(tmp_path, "loss=pixel")
     calls = []
     model.discriminator.register_forward_hook(lambda *args: calls.append(1))
     fit(model, max_epochs=1, limit_val_batches=0)
@@ -87,7 +65,7 @@ def test_pixel_only_training_leaves_the_discriminator_alone(tmp_path):
 
 
 def test_fast_dev_run_logs_losses_and_metrics(tmp_path):
-    model = tiny_model(tmp_path, "model.ema_decay=0.9", "model.clip_gradients=1.0")
+    model = tiny_gan(tmp_path, "model.ema_decay=0.9", "model.clip_gradients=1.0")
     trainer = fit(model, fast_dev_run=True)
     logged = trainer.callback_metrics
     for key in ("train/loss_g", "train/loss_d", "train/loss_content", "train/loss_adversarial", "train/d_real_prob",
@@ -99,40 +77,18 @@ def test_fast_dev_run_logs_losses_and_metrics(tmp_path):
 
 
 def test_gan_max_steps_counts_batches(tmp_path):
-    model = tiny_model(tmp_path)
+    model = tiny_gan(tmp_path)
     calls = []
     model.generator.register_forward_hook(lambda m, i, o: calls.append(torch.is_grad_enabled()))
     trainer = fit(model, max_steps=3, limit_val_batches=0)
     assert calls.count(True) == 3 and trainer.global_step == 3
 
 
-def test_metrics_are_per_image_means_in_fp32_even_under_autocast():
-    from dequantizer.metrics import image_metrics
-
-    target = torch.zeros(2, 3, 8, 8)
-    restored = target.clone()
-    restored[0] += 0.1  # PSNR 20 dB
-    restored[1] += 0.01  # PSNR 40 dB
-    psnr, _ = image_metrics(restored, target)
-    torch.testing.assert_close(psnr, torch.tensor([20.0, 40.0]))  # the mean (30) differs from pooled-MSE PSNR
-    # SSIM's Gaussian filter is a convolution, which bf16 autocast would run in bf16: near-identical images then
-    # lose the variance terms (E[x^2] - E[x]^2) to rounding. Training validates under autocast.
-    generator = torch.Generator().manual_seed(0)
-    clean = torch.rand(4, 3, 32, 32, generator=generator) * 0.5 + 0.25
-    noisy = (clean + 0.01 * torch.randn(clean.shape, generator=generator)).clamp(0, 1)
-    reference_psnr, reference_ssim = image_metrics(noisy, clean)
-    with torch.autocast("cpu", torch.bfloat16):
-        psnr, ssim = image_metrics(noisy, clean)
-    assert psnr.dtype == ssim.dtype == torch.float32
-    torch.testing.assert_close(ssim, reference_ssim, rtol=0, atol=1e-6)
-    torch.testing.assert_close(psnr, reference_psnr, rtol=0, atol=1e-5)
-
-
 def test_init_from_loads_another_runs_weights(tmp_path):
-    source = tiny_model(tmp_path)
+    source = tiny_gan(tmp_path)
     trainer = fit(source, max_epochs=1, limit_val_batches=0)
     trainer.save_checkpoint(tmp_path / "other.ckpt")
-    model = tiny_model(tmp_path, f"model.init_from={tmp_path / 'other.ckpt'}", "model.ema_decay=0.9")
+    model = tiny_gan(tmp_path, f"model.init_from={tmp_path / 'other.ckpt'}", "model.ema_decay=0.9")
     fit(model, max_steps=0)  # a run starting afresh: it reads init_from, then trains no step
     for a, b in zip(source.generator.state_dict().values(), model.generator.state_dict().values(), strict=True):
         assert torch.equal(a, b)
@@ -143,20 +99,17 @@ def test_init_from_loads_another_runs_weights(tmp_path):
 
 
 def test_init_from_is_not_read_when_resuming(tmp_path):
-    fit(tiny_model(tmp_path), max_epochs=1, limit_val_batches=0).save_checkpoint(tmp_path / "other.ckpt")
+    fit(tiny_gan(tmp_path), max_epochs=1, limit_val_batches=0).save_checkpoint(tmp_path / "other.ckpt")
     overrides = [f"model.init_from={tmp_path / 'other.ckpt'}", "loss=pixel"]
-    fit(tiny_model(tmp_path, *overrides), max_epochs=1, limit_val_batches=0).save_checkpoint(tmp_path / "run.ckpt")
+    fit(tiny_gan(tmp_path, *overrides), max_epochs=1, limit_val_batches=0).save_checkpoint(tmp_path / "run.ckpt")
     (tmp_path / "other.ckpt").unlink()  # the starting point is gone; the run's own checkpoint holds newer weights
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, max_epochs=2, limit_val_batches=0)
-    trainer.fit(tiny_model(tmp_path, *overrides), train_dataloaders=batches(), ckpt_path=tmp_path / "run.ckpt")
+    trainer = quiet_trainer(max_epochs=2, limit_val_batches=0)
+    trainer.fit(tiny_gan(tmp_path, *overrides), train_dataloaders=batches(), ckpt_path=tmp_path / "run.ckpt")
     assert trainer.current_epoch == 2
 
 
 def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path):
-    from dequantizer.errors import DequantizerError
-
-    model = tiny_model(tmp_path, "loss=pixel", "model.max_nonfinite_steps=3")
+    model = tiny_gan(tmp_path, "loss=pixel", "model.max_nonfinite_steps=3")
     model.generator.register_forward_hook(lambda module, inputs, output: output * float("nan"))
     before = [p.detach().clone() for p in model.generator.parameters()]
     with pytest.raises(DequantizerError, match="non-finite losses in 3 batches in a row"):
@@ -166,9 +119,7 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path):
 
 
 def test_non_finite_discriminator_losses_are_counted_and_stop_the_run(tmp_path):
-    from dequantizer.errors import DequantizerError
-
-    model = tiny_model(tmp_path, "model.max_nonfinite_steps=3")
+    model = tiny_gan(tmp_path, "model.max_nonfinite_steps=3")
     # D's own step sees detached inputs: poison only those, so D's loss is non-finite and G's is not.
     model.discriminator.register_forward_hook(
         lambda module, inputs, output: output if inputs[0].requires_grad else output * float("nan"))
@@ -181,42 +132,62 @@ def test_non_finite_discriminator_losses_are_counted_and_stop_the_run(tmp_path):
     assert not all(torch.equal(a, b) for a, b in zip(before_g, model.generator.parameters(), strict=True))
 
 
-class LearningRates(L.Callback):
-    """The generator's learning rate in each epoch."""
-
-    def __init__(self):
-        self.rates = {}
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.rates[trainer.current_epoch] = pl_module.optimizers()[0].param_groups[0]["lr"]
-
-
-def test_raising_max_epochs_on_resume_stretches_the_cosine_schedule(tmp_path):
-    import math
-
-    def cosine(epochs):
-        return f"model.scheduler={{_target_:torch.optim.lr_scheduler.CosineAnnealingLR,T_max:{epochs}}}"
-
-    trainer = fit(tiny_model(tmp_path, "loss=pixel", cosine(2)), max_epochs=2, limit_val_batches=0)
-    trainer.save_checkpoint(tmp_path / "finished.ckpt")  # a finished run: its cosine has come down to 0
-
-    extended = LearningRates()
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, max_epochs=4, limit_val_batches=0,
-                        callbacks=[extended, RescheduleOnResume()])
-    trainer.fit(tiny_model(tmp_path, "loss=pixel", cosine(4)), train_dataloaders=batches(),
-                ckpt_path=tmp_path / "finished.ckpt")
-    base = trainer.lightning_module.hparams.optimizer_g["lr"]
-    expected = {epoch: base * (1 + math.cos(math.pi * epoch / 4)) / 2 for epoch in (2, 3)}
-    assert extended.rates == pytest.approx(expected)  # a 4-epoch cosine from the start, not the old one going up
+# -- the quality head of the default model's network -------------------------------------------------------------------
+def test_the_quality_head_trains_alongside_and_is_scored(tmp_path):
+    cfg = tiny_blind_config(tmp_path)
+    model = instantiate(cfg.model, loss=cfg.loss)
+    head = [p.detach().clone() for p in model.generator.quality_head.parameters()]
+    trainer = fit(model, max_epochs=1)
+    logged = trainer.callback_metrics
+    assert "train/loss_quality" in logged and "val/quality_error" in logged and "val/quality_loss" in logged
+    assert 0 <= float(logged["val/quality_error"]) <= 99
+    assert any(not torch.equal(a, b) for a, b in zip(head, model.generator.quality_head.parameters(), strict=True))
 
 
-def test_validation_images_go_to_the_loggers_as_files(tmp_path):
-    from lightning.pytorch.loggers import CSVLogger
+def test_trainable_trains_only_the_named_parts(tmp_path):
+    cfg = tiny_blind_config(tmp_path, "model.trainable=[quality_head]")
+    model = instantiate(cfg.model, loss=cfg.loss)
+    before = {name: p.detach().clone() for name, p in model.generator.named_parameters()}
+    trainer = fit(model, max_epochs=1)
+    path = tmp_path / "head.ckpt"
+    trainer.save_checkpoint(path)
+    assert torch.load(path, weights_only=True)["hyper_parameters"]["trainable"] == ["quality_head"]
+    changed = {name for name, p in model.generator.named_parameters() if not torch.equal(p, before[name])}
+    assert changed and all(name.startswith("quality_head.") for name in changed)
 
-    trainer = L.Trainer(accelerator="cpu", logger=CSVLogger(tmp_path / "csv"), enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, max_epochs=1, limit_train_batches=1,
-                        callbacks=[LogValidationImages()])
-    trainer.fit(tiny_model(tmp_path, "loss=pixel"), train_dataloaders=batches(), val_dataloaders=batches(1))
-    assert [path.name for path in tmp_path.glob("csv/*/version_0/images/*.png")] == ["val_epoch000.png"]
+    cfg.model.trainable = ["quality_head", "no_such_part"]
+    with pytest.raises(DequantizerError, match="model.trainable names \\['no_such_part'\\]"):
+        instantiate(cfg.model, loss=cfg.loss).configure_optimizers()
+    cfg.model.trainable = "quality_head"  # one name on the command line is a list of one
+    assert instantiate(cfg.model, loss=cfg.loss).hparams.trainable == ["quality_head"]
 
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0])
+def test_training_batches_can_be_restored_with_the_predicted_quality(tmp_path, fraction):
+    cfg = tiny_blind_config(tmp_path, f"model.predicted_quality_fraction={fraction}")
+    model = instantiate(cfg.model, loss=cfg.loss)
+    told = []  # the quality each training forward was given (None: the head's prediction is used)
+    forward = model.generator.forward
+
+    def spy(x, quality=None, return_quality=False):
+        if torch.is_grad_enabled():
+            told.append(quality)
+        return forward(x, quality, return_quality)
+
+    model.generator.forward = spy
+    fit(model, max_epochs=1)
+    assert told
+    if fraction == 1.0:
+        assert all(quality is None for quality in told)
+    else:
+        assert all(quality is not None and 1 <= quality.min() <= quality.max() <= 100 for quality in told)
+
+
+def test_a_predicted_quality_fraction_outside_0_1_is_refused():
+    from dequantizer.module import DequantizerGAN
+
+    with pytest.raises(DequantizerError, match="predicted_quality_fraction=1.5 must lie between 0 and 1"):
+        DequantizerGAN(generator={}, discriminator={}, loss={}, optimizer_g={}, optimizer_d={},
+                       predicted_quality_fraction=1.5)
+    with pytest.raises(DequantizerError, match="quality_quantile=1 must lie strictly between 0 and 1"):
+        DequantizerGAN(generator={}, discriminator={}, loss={}, optimizer_g={}, optimizer_d={}, quality_quantile=1)

@@ -1,7 +1,6 @@
 """ONNX export and engine="onnx": onnxruntime restores real photos as torch does in fp32 (within 1 grey level), at
 any size, with the quality told or predicted, with the model's metadata (tile overlap, max_quality gate) kept."""
 
-import io
 import sys
 
 import numpy as np
@@ -18,18 +17,13 @@ from dequantizer.onnx_engine import cached_export, export_onnx, load_onnx_genera
 from dequantizer.restore import get_restorer
 from dequantizer.tiling import receptive_radius, tile_overlap
 from dequantizer.weights import load_generator, read_metadata, resolve_model
+from helpers import jpeg_pixels, one_line_error
 
 
 def jpeg_file(path, pixels, quality):
     """A JPEG file with its quantization tables, as a camera or an editor writes one."""
     Image.fromarray(pixels).save(path, "JPEG", quality=quality)
     return path
-
-
-def jpeg_pixels(pixels, quality):
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "JPEG", quality=quality)
-    return np.asarray(Image.open(buffer).convert("RGB"))
 
 
 def grey_levels(restored: torch.Tensor) -> np.ndarray:
@@ -51,6 +45,7 @@ def blind_onnx(onnx_cache):
     return cached_export(resolve_model("blind"))
 
 
+@pytest.mark.slow
 def test_blind_matches_torch_at_any_size_told_or_predicted(blind_onnx):
     runner, metadata = load_onnx_generator(blind_onnx)
     generator, torch_metadata = load_generator(resolve_model("blind"))
@@ -72,6 +67,7 @@ def test_blind_matches_torch_at_any_size_told_or_predicted(blind_onnx):
     assert worst <= 1
 
 
+@pytest.mark.slow
 def test_srresnet_model_exports_without_a_quality_input(tmp_path):
     path, (difference, quality_difference) = export_onnx("beta", tmp_path / "beta.onnx")
     assert difference < 0.05 and quality_difference == 0  # grey levels, on the export's own photo crops
@@ -87,6 +83,7 @@ def test_srresnet_model_exports_without_a_quality_input(tmp_path):
         assert np.abs(grey_levels(runner(x, torch.tensor([50.0]))) - grey_levels(expected)).max() <= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tile_size, ensemble", [(512, 1), (192, 2)])  # one tile; many tiles, blended, two views
 def test_dequantize_with_onnx_equals_torch_fp32(tmp_path, blind_onnx, tile_size, ensemble):
     path = jpeg_file(tmp_path / "chelsea.jpg", skimage.data.chelsea(), 25)  # 300x451
@@ -97,6 +94,7 @@ def test_dequantize_with_onnx_equals_torch_fp32(tmp_path, blind_onnx, tile_size,
     assert not np.array_equal(onnx, np.asarray(Image.open(path)))  # restored, not passed through
 
 
+@pytest.mark.slow
 def test_predicted_quality_matches_torch(blind_onnx):
     tiles = torch.from_numpy(np.array(jpeg_pixels(skimage.data.coffee(), 40)[:128, :256])).permute(2, 0, 1)[None]
     onnx = get_restorer("blind", engine="onnx").predict_quality(tiles)
@@ -104,6 +102,7 @@ def test_predicted_quality_matches_torch(blind_onnx):
     assert 20 < onnx < 70  # a q40 JPEG, as the head reads it
 
 
+@pytest.mark.slow
 def test_metadata_round_trip_keeps_the_max_quality_gate(tmp_path, onnx_cache):
     # blind_v1: max_quality 75; its safetensors is old enough to hold no overlap (measured at export, then read)
     path, _ = export_onnx("blind_v1", tmp_path / "v1.onnx")
@@ -122,13 +121,7 @@ def test_metadata_round_trip_keeps_the_max_quality_gate(tmp_path, onnx_cache):
     assert np.abs(onnx.astype(int) - np.asarray(dequantize(harsh, "blind_v1", precision="fp32"))).max() <= 1
 
 
-def one_line_error(capsys, expected):
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and expected in lines[0], err
-
-
+@pytest.mark.slow
 def test_cli_export_and_its_errors(tmp_path, capsys, onnx_cache):
     output = tmp_path / "models" / "beta.onnx"
     assert main(["export", "--onnx", "beta", str(output)]) == 0
@@ -139,16 +132,16 @@ def test_cli_export_and_its_errors(tmp_path, capsys, onnx_cache):
                  "-m", str(output), "--quiet"]) == 0
     assert Image.open(tmp_path / "out" / "cat.png").size == (128, 96)
     assert main(["export", "--onnx", "no_such_model", str(tmp_path / "x.onnx")]) == 2
-    one_line_error(capsys, "no shipped model named 'no_such_model'")
+    one_line_error(capsys, "no shipped model named 'no_such_model'", alone=True)
     (tmp_path / "taken").write_text("a file")
     assert main(["export", "--onnx", "beta", str(tmp_path / "taken" / "beta.onnx")]) == 2
-    one_line_error(capsys, "a part of its path is a file")
+    one_line_error(capsys, "a part of its path is a file", alone=True)
     assert main(["export", "--onnx", "beta", str(tmp_path / "beta.onnx"), "--half"]) == 2
-    one_line_error(capsys, "--half: for the safetensors export only")
+    one_line_error(capsys, "--half: for the safetensors export only", alone=True)
     assert main(["dequantize", str(tmp_path / "cat.jpg"), "-o", str(tmp_path / "out2"), "-m", str(output)]) == 2
-    one_line_error(capsys, "is an ONNX model: restore with engine='onnx'")
+    one_line_error(capsys, "is an ONNX model: restore with engine='onnx'", alone=True)
     assert main(["export", str(tmp_path / "missing.ckpt"), str(tmp_path / "x.safetensors")]) == 2  # still the default
-    one_line_error(capsys, "missing.ckpt")
+    one_line_error(capsys, "missing.ckpt", alone=True)
 
 
 def test_missing_onnxruntime_is_one_line(tmp_path, capsys, monkeypatch):
@@ -159,9 +152,9 @@ def test_missing_onnxruntime_is_one_line(tmp_path, capsys, monkeypatch):
     assert str(error.value) == message
     jpeg_file(tmp_path / "a.jpg", np.zeros((16, 16, 3), np.uint8), 50)
     assert main(["dequantize", str(tmp_path / "a.jpg"), "-o", str(tmp_path / "out"), "--engine", "onnx"]) == 2
-    one_line_error(capsys, message)
+    one_line_error(capsys, message, alone=True)
     assert main(["export", "--onnx", "beta", str(tmp_path / "beta.onnx")]) == 2
-    one_line_error(capsys, "pip install 'dequantizer[onnx]'")
+    one_line_error(capsys, "pip install 'dequantizer[onnx]'", alone=True)
 
 
 def test_engine_options_are_checked(tmp_path):
@@ -177,6 +170,7 @@ def test_engine_options_are_checked(tmp_path):
         dequantize(pixels, model=tmp_path / "bad.onnx", engine="onnx")
 
 
+@pytest.mark.slow
 def test_a_gpu_that_onnxruntime_cannot_use_is_one_line_not_a_quiet_cpu_run(blind_onnx, monkeypatch):
     import onnxruntime
 

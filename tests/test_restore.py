@@ -1,94 +1,37 @@
+"""Restoring an image (dequantizer/restore.py): the Restorer on arrays (an upsampling generator, the self-ensemble of
+flipped and transposed views), and the quality each image is restored for: told, named by its tables, read from the
+lattice of its pixels' DCT coefficients (an earlier harsher JPEG included), or read by the model's quality head.
+Tile geometry and seamless tiling are in test_tiling.py."""
+
+import io
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from dequantizer import dequantize
 from dequantizer.errors import DequantizerError
+from dequantizer.images import read_image
 from dequantizer.models import Generator, to_model_range
-from dequantizer.restore import Restorer
-from dequantizer.tiling import blend_window, tile_starts
-from dequantizer.weights import check_targets
+from dequantizer.restore import QualityChoice, Restorer, choose_quality, get_restorer
+from helpers import blocky, jpeg_bytes, randomise, real_world_photos, tiny_unet, trained_like_generator, twice
 
-
-def trained_like_generator():
-    torch.manual_seed(0)
-    generator = Generator(channels=8, num_residual_blocks=2, batch_norm=False, output_activation=None,
-                          image_residual=True)
-    torch.nn.init.normal_(generator.tail.weight, std=0.01)  # a non-identity correction
-    return generator
-
-
-def photo(height, width, seed=0):
-    rng = np.random.default_rng(seed)
-    small = rng.random((height // 8 + 1, width // 8 + 1, 3)) * 255
-    return np.kron(small, np.ones((8, 8, 1)))[:height, :width].astype(np.uint8)
-
-
-def test_tile_starts_are_aligned_and_cover():
-    assert tile_starts(1000, 256, 192) == [0, 192, 384, 576, 744]
-    assert all(start % 8 == 0 for start in tile_starts(1000, 256, 192))
-    assert tile_starts(200, 256, 192) == [0]
-
-
-def test_blend_window_is_positive_and_flat_inside():
-    window = blend_window(64, 64, 16)
-    assert window.min() > 0 and window[12:52, 12:52].eq(1).all() and window[0, 0] < 0.01
-
-
-@pytest.mark.parametrize("size", [(203, 301), (64, 517)])
-def test_tiled_output_matches_whole_image(size):
-    rgb = photo(*size)
-    generator = trained_like_generator()
-    whole = Restorer(generator, device=torch.device("cpu"), precision="fp32", tile_size=1024).restore_array(rgb)
-    tiled = Restorer(generator, device=torch.device("cpu"), precision="fp32", tile_size=96, overlap=48,
-                     batch_size=3).restore_array(rgb)
-    assert whole.shape == tiled.shape == rgb.shape
-    assert not np.array_equal(whole, rgb)
-    assert np.abs(whole.astype(int) - tiled.astype(int)).max() <= 1
+PHOTOS = real_world_photos()
 
 
 def test_upsampling_generator_gives_larger_output():
     generator = Generator(channels=8, num_residual_blocks=1, num_upsample_blocks=1, image_residual=True)
-    out = Restorer(generator, device=torch.device("cpu"), tile_size=64, overlap=16).restore_array(photo(100, 90))
+    out = Restorer(generator, device=torch.device("cpu"), tile_size=64, overlap=16).restore_array(blocky(100, 90))
     assert out.shape == (200, 180, 3)
 
 
-def test_model_configs_may_not_name_arbitrary_code():
-    check_targets({"_target_": "dequantizer.models.Generator", "activation": {"_target_": "torch.nn.PReLU"}})
-    with pytest.raises(DequantizerError, match="refusing to build 'os.system'"):
-        check_targets({"_target_": "dequantizer.models.Generator", "activation": {"_target_": "os.system"}})
-
-
-def test_bad_tiling_values_are_refused():
-    with pytest.raises(DequantizerError):
-        Restorer(trained_like_generator(), tile_size=100)
-
-
-def test_shipped_model_tiles_seamlessly_with_the_overlap_its_receptive_field_asks_for():
-    from PIL import Image
-
-    from dequantizer import quantize
-    from dequantizer.tiling import receptive_radius, tile_overlap
-    from dequantizer.weights import load_generator, shipped_models
-
-    generator, metadata = load_generator(shipped_models()["blind"])
-    radius = receptive_radius(generator)
-    small_generator, _ = load_generator(shipped_models()["blind_v1"])
-    assert radius > receptive_radius(small_generator)  # the multi-scale body sees farther: a wider overlap
-    rng = np.random.default_rng(1)
-    smooth = np.asarray(Image.fromarray((rng.random((30, 40, 3)) * 255).astype(np.uint8)).resize((320, 240),
-                                                                                              Image.BICUBIC))
-    jpeg = np.asarray(quantize(smooth, quality=20))
-    whole = Restorer(generator, device=torch.device("cpu"), precision="fp32", tile_size=1024).restore_array(jpeg, 20)
-    tiled = Restorer(generator, device=torch.device("cpu"), precision="fp32", tile_size=192)  # 2 x 88 px overlap
-    assert np.abs(tiled.restore_array(jpeg, 20).astype(int) - whole.astype(int)).max() <= 1
-    assert tiled.overlap == metadata.get("overlap", tile_overlap(radius)) == tile_overlap(radius)
-    assert not np.array_equal(whole, jpeg)
+# -- the self-ensemble -------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("size", [(48, 64), (203, 301)])
 def test_a_self_ensemble_averages_the_restorations_of_flipped_and_transposed_views(size):
-    rgb = photo(*size) // 2 + 64  # mid-grey: no view's restoration is clipped (the mean of the views is)
+    rgb = blocky(*size) // 2 + 64  # mid-grey: no view's restoration is clipped (the mean of the views is)
     generator = trained_like_generator()
     restore = Restorer(generator, device=torch.device("cpu"), precision="fp32", tile_size=1024).restore_array
     views = [lambda a: a, lambda a: a[:, ::-1], lambda a: a[::-1], lambda a: a[::-1, ::-1]]
@@ -110,11 +53,9 @@ def test_a_self_ensemble_averages_the_restorations_of_flipped_and_transposed_vie
 
 
 def test_a_self_ensemble_restores_every_view_for_the_quality_read_upright():
-    from test_quality_aware import randomise, tiny_unet
-
     generator = randomise(tiny_unet())
     restorer = Restorer(generator, device=torch.device("cpu"), precision="fp32", tile_size=1024, ensemble=8)
-    tiles = torch.from_numpy(photo(40, 56)).permute(2, 0, 1)[None]
+    tiles = torch.from_numpy(blocky(40, 56)).permute(2, 0, 1)[None]
     with torch.no_grad():
         predicted = float(generator(to_model_range(tiles), None, return_quality=True)[1])
     torch.testing.assert_close(restorer.restore_tiles(tiles), restorer.restore_tiles(tiles, predicted))
@@ -125,4 +66,63 @@ def test_a_self_ensemble_of_another_size_is_refused(ensemble):
     with pytest.raises(DequantizerError, match="a self-ensemble of .* views: use one of 1, 2, 4, 8"):
         Restorer(trained_like_generator(), ensemble=ensemble)
     with pytest.raises(DequantizerError, match="a self-ensemble of"):
-        dequantize(photo(16, 16), ensemble=ensemble)
+        dequantize(blocky(16, 16), ensemble=ensemble)
+
+
+# -- the quality an image is restored for ------------------------------------------------------------------------------
+
+
+def test_the_quality_used_and_its_source():
+    restorer = get_restorer("blind")
+    photo = PHOTOS["astronaut"]
+    double = read_image(io.BytesIO(twice(photo, 20, 75)), "double")
+    choice = choose_quality(double, restorer)
+    assert 19 <= choice.quality <= 21 and choice.source == "pixels"
+    assert choice.detail == "an earlier JPEG under the file's q75" and choice.named
+    assert choose_quality(double, restorer, 40) == QualityChoice(40, "user")
+    single = read_image(io.BytesIO(jpeg_bytes(photo, quality=75)), "single")
+    assert choose_quality(single, restorer) == QualityChoice(75, "tables")
+    assert str(QualityChoice(75, "tables")) == "restored as q75 (from the tables)"
+    assert str(QualityChoice(None, "head")) == "restored as its model reads each tile"
+    assert choose_quality(Image.fromarray(photo), get_restorer("blind_v1")) == QualityChoice(None, "none", told=False)
+    # a model that is not told the quality reads nothing from the pixels
+    assert choose_quality(double, get_restorer("blind_v1")) == QualityChoice(75, "tables", told=False)
+    assert str(QualityChoice(75, "tables", told=False)) == ("restored (its model is not told a quality; q75 from "
+                                                            "the tables)")
+
+
+def test_decoded_pixels_are_restored_for_the_quality_their_coefficients_show(samples_dir):
+    from dequantizer import dequantize
+    from dequantizer.jpeg import jpeg_roundtrip
+
+    photo = Image.open(samples_dir / "chelsea.png").convert("RGB").crop((100, 48, 228, 176))
+    decoded = np.asarray(jpeg_roundtrip(photo, 90).convert("RGB"))  # no tables: an array
+    assert np.array_equal(dequantize(decoded), dequantize(decoded, quality=90))
+    decoded = np.asarray(jpeg_roundtrip(photo, 2).convert("RGB"))  # too few coefficients survive: the head decides
+    assert not np.array_equal(dequantize(decoded), dequantize(decoded, quality=2))
+
+
+def test_pixels_without_a_lattice_that_the_head_reads_as_nearly_lossless_are_restored_as_quality_100(samples_dir):
+    from dequantizer.jpeg import jpeg_roundtrip
+    from dequantizer.restore import get_restorer, quality_from_pixels
+
+    blind = get_restorer("blind")
+    moon = Image.open(samples_dir / "moon.png").convert("L")  # the head reads 98 here, where a q98 restoration hurts
+    assert quality_from_pixels(np.asarray(jpeg_roundtrip(moon, 100).convert("RGB")), blind) == 100
+    assert quality_from_pixels(np.asarray(jpeg_roundtrip(moon, 98).convert("RGB")), blind) == 98
+    assert quality_from_pixels(np.asarray(jpeg_roundtrip(moon, 2).convert("RGB")), blind) is None  # head: far below
+
+
+def test_a_grey_jpeg_of_quality_100_is_kept_as_it_is_and_a_colour_one_restored(samples_dir, tmp_path):
+    from dequantizer import dequantize
+
+    camera = Image.open(samples_dir / "camera.png").convert("L").crop((0, 0, 128, 128))
+    camera.save(tmp_path / "grey.jpg", quality=100)
+    grey = Image.open(tmp_path / "grey.jpg")
+    assert np.array_equal(np.asarray(dequantize(grey)), np.asarray(grey))  # its tables say 100
+    assert np.array_equal(dequantize(np.asarray(grey)), np.asarray(grey))  # no tables: no lattice, the head reads 100
+    assert not np.array_equal(np.asarray(dequantize(grey, quality=90)), np.asarray(grey))  # told otherwise
+    coffee = Image.open(samples_dir / "coffee.png").convert("RGB").crop((0, 0, 128, 128))
+    coffee.save(tmp_path / "colour.jpg", quality=100)
+    colour = Image.open(tmp_path / "colour.jpg")
+    assert not np.array_equal(np.asarray(dequantize(colour)), np.asarray(colour))  # 4:2:0 chroma to restore

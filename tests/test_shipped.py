@@ -5,10 +5,10 @@ import re
 import numpy as np
 import pytest
 
-from conftest import EXPERIMENTS
 from dequantizer import dequantize, quantize
 from dequantizer.metrics import image_metrics, to_unit_tensor
 from dequantizer.weights import DEFAULT_MODEL, read_metadata, shipped_models
+from helpers import EXPERIMENTS
 
 
 def named_experiments(command: str) -> list[str]:

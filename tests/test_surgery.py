@@ -4,31 +4,25 @@ import pytest
 import torch
 
 from dequantizer.errors import DequantizerError
-from dequantizer.models import Discriminator, Generator, QualityUNet
+from dequantizer.models import Discriminator, Generator
 from dequantizer.surgery import freeze_all_but, initialise_from, load_generator_weights
 from dequantizer.weights import save_generator
+from helpers import TINY_DISCRIMINATOR, TINY_SRRESNET, randomise, tiny_unet
 
 
 def generator(seed=0, blocks=1):
     torch.manual_seed(seed)
-    return Generator(channels=8, num_residual_blocks=blocks)
+    return Generator(**{**TINY_SRRESNET, "num_residual_blocks": blocks})
 
 
 def discriminator(seed=0):
     torch.manual_seed(seed)
-    return Discriminator(first_channels=8, channels=[8, 16], strides=[2, 2], hidden_features=16)
+    return Discriminator(**TINY_DISCRIMINATOR)
 
 
 def unet(seed=0, **kwargs):
     """A tiny QualityUNet with trained-like weights: its zero-initialised tail and modulations made non-zero."""
-    torch.manual_seed(seed)
-    model = QualityUNet(**{"channels": (8, 16, 24), "encoder_blocks": (1, 1, 1), "decoder_blocks": (1, 1, 1),
-                           **kwargs}).eval()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if not parameter.any():
-                parameter.normal_(0, 0.05)
-    return model
+    return randomise(tiny_unet(seed, **kwargs))
 
 
 def assert_same_weights(a, b):

@@ -13,6 +13,7 @@ from skimage import data
 
 from dequantizer.data.torch_jpeg import jpeg_coefficients, jpeg_roundtrip, quantization_tables
 from dequantizer.jpeg import SUBSAMPLINGS, jpeg_roundtrip_array
+from helpers import jpeg_bytes
 
 ASTRONAUT = data.astronaut()
 CAMERA = data.camera()
@@ -27,9 +28,7 @@ def as_array(batch: torch.Tensor) -> np.ndarray:
 
 
 def pillow_jpeg(pixels: np.ndarray, quality: int, subsampling: str = "4:2:0") -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality, subsampling=SUBSAMPLINGS[subsampling])
-    return buffer.getvalue()
+    return jpeg_bytes(pixels, quality=quality, subsampling=SUBSAMPLINGS[subsampling])
 
 
 def test_every_quality_in_one_batch_matches_pillow():

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import FAST, ROOT, run_train, train_environment
+from helpers import FAST, QUICK, ROOT, run_train, train_environment
 
-QUICK = ["experiment=quick", *FAST]
+pytestmark = pytest.mark.slow  # every test here starts train.py
 
 
 def read_checkpoint(path):
