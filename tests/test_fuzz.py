@@ -25,10 +25,10 @@ from dequantizer.data import FolderPhotos, JpegDataModule
 from dequantizer.errors import DequantizerError
 from helpers import FAST, run_train
 
-# ~15 s on 2 cores with the tiny model; among them, 4 PNGs whose damage Pillow raises as SyntaxError, the escape that
-# a folder's first file once turned into a traceback
+# Enough mutations to meet the rare kinds of damage (e.g. PNGs whose damage Pillow raises as SyntaxError, the escape
+# that a folder's first file once turned into a traceback), with the tiny model.
 CASES = 8000
-HANG_SECONDS = 30  # per case; the slowest seen (a TIFF whose header claims 124 MP) takes ~5 s to be refused
+HANG_SECONDS = 30  # per case: far above what refusing the slowest (a TIFF whose header claims 124 MP) takes
 
 
 def seed_files() -> dict[str, bytes]:
