@@ -34,8 +34,8 @@ def quantize(image: ImageSource, quality: int = 10, subsampling: str = "4:2:0") 
 
     Colour images come back RGB, greyscale ones L; alpha is passed through untouched. An array in, an array out.
     """
+    from dequantizer.images import open_image
     from dequantizer.jpeg import jpeg_input, jpeg_roundtrip
-    from dequantizer.restore import open_image
 
     pixels, alpha = jpeg_input(open_image(image))
     out = jpeg_roundtrip(pixels, quality, subsampling)
@@ -75,8 +75,9 @@ def dequantize(
             ``pip install 'dequantizer[onnx]'``); a model that is not an .onnx file is exported once into
             ~/.cache/dequantizer/onnx ($XDG_CACHE_HOME) and reused. Tiles and self-ensemble work as with torch.
     """
+    from dequantizer.images import open_image
     from dequantizer.jpeg import check_quality
-    from dequantizer.restore import get_restorer, open_image, restore_image
+    from dequantizer.restore import get_restorer, restore_image
 
     if quality is not None:
         check_quality(quality)

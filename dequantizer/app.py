@@ -19,13 +19,13 @@ import numpy as np
 from PIL import Image
 
 from dequantizer.errors import DequantizerError
+from dequantizer.images import open_image
 from dequantizer.restore import (
     SELF_ENSEMBLE_SIZES,
     QualityChoice,
     choose_quality,
     decoded_view,
     get_restorer,
-    open_image,
     restore_image,
     save_restored,
 )

@@ -42,7 +42,7 @@ def _plan(inputs: list[Path], output: Path, name: Callable[[Path, bool], Path]) 
     with several inputs, each folder's tree goes under the folder's own name. ``name(relative path, keep_suffix)``
     names an output; inputs that would still share an output (photo.jpg beside photo.jpeg) keep their own extension
     in the name (photo.jpg.png, photo.jpeg.png), and what still collides is refused: nothing is silently lost."""
-    from dequantizer.evaluate import image_paths
+    from dequantizer.images import image_paths
 
     sources: list[tuple[Path, Path]] = []  # (file, where its output goes relative to the output folder)
     for item in inputs:
@@ -99,9 +99,8 @@ def _summary(done: int, verb: str, skipped: int, failures: int, output: Path) ->
 def _quantize(args: argparse.Namespace) -> int:
     from dequantizer import quantize
     from dequantizer.files import atomic_write
-    from dequantizer.images import save_image_atomic
+    from dequantizer.images import open_image, save_image_atomic
     from dequantizer.jpeg import QUALITY_TEXT_KEY, check_quality, jpeg_bytes, jpeg_input
-    from dequantizer.restore import open_image
 
     check_quality(args.quality)
     extension = "jpg" if args.format == "jpeg" else "png"
@@ -139,7 +138,8 @@ def _quantize(args: argparse.Namespace) -> int:
 def _dequantize(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from dequantizer.restore import choose_quality, get_restorer, open_image, restore_image, save_restored
+    from dequantizer.images import open_image
+    from dequantizer.restore import choose_quality, get_restorer, restore_image, save_restored
 
     if args.quality is not None:
         from dequantizer.jpeg import check_quality
@@ -214,7 +214,8 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from dequantizer.evaluate import evaluate, format_table, image_paths, load_photos, mean_rows, write_reports
+    from dequantizer.evaluate import evaluate, format_table, load_photos, mean_rows, write_reports
+    from dequantizer.images import image_paths
     from dequantizer.restore import get_restorer
 
     for quality in args.quality:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from dequantizer.errors import DequantizerError
 from dequantizer.files import atomic_write
-from dequantizer.images import IMAGE_EXTENSIONS, read_image, rgb_pixels, save_image_atomic, square_resize
+from dequantizer.images import read_image, rgb_pixels, save_image_atomic, square_resize
 from dequantizer.jpeg import SUBSAMPLINGS, estimate_jpeg_quality, jpeg_history
 from dequantizer.metrics import photo_metrics, to_unit_tensor, y_psnr
 from dequantizer.restore import Restorer, restore_image
@@ -42,18 +42,6 @@ class Row:
 
 
 METRICS = ("psnr_jpeg", "psnr", "ssim_jpeg", "ssim", "psnr_y_jpeg", "psnr_y")  # what a Row's mean averages
-
-
-# A JPEG reference below this quality carries artefacts of its own that the restorer is then scored for removing.
-CLEAN_JPEG_QUALITY = 90
-def image_paths(inputs: list[Path]) -> list[Path]:
-    paths = []
-    for item in inputs:
-        if item.is_dir():
-            paths += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-        else:
-            paths.append(item)
-    return paths
 
 
 def evaluate(restorer: Restorer, photos: dict[str, np.ndarray], qualities: list[int], grid_dir: Path | None = None,
@@ -215,6 +203,10 @@ def write_csv(records: list[dict], path: Path) -> Path:
     writer.writeheader()
     writer.writerows(records)
     return atomic_write(path, buffer.getvalue())
+
+
+# A JPEG reference below this quality carries artefacts of its own that the restorer is then scored for removing.
+CLEAN_JPEG_QUALITY = 90
 
 
 def jpeg_reference_warning(path: Path, image: Image.Image, rgb: np.ndarray) -> str | None:

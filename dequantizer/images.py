@@ -77,3 +77,27 @@ def square_resize(rgb: np.ndarray, size: int) -> np.ndarray:
     top, left = (height - side) // 2, (width - side) // 2
     square = Image.fromarray(rgb[top : top + side, left : left + side])
     return np.asarray(square.resize((size, size), Image.LANCZOS, reducing_gap=3.0))
+
+
+def image_paths(inputs: list[Path]) -> list[Path]:
+    """The files given, and the image files under the folders given (recursively, sorted)."""
+    paths = []
+    for item in inputs:
+        if item.is_dir():
+            paths += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        else:
+            paths.append(item)
+    return paths
+
+
+def open_image(source: str | Path | Image.Image | np.ndarray) -> Image.Image:
+    """A PIL image from a path, a PIL image, or a uint8 array (HxW grey, HxWx3 RGB, HxWx4 RGBA)."""
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, np.ndarray):
+        channels = 1 if source.ndim == 2 else source.shape[-1] if source.ndim == 3 else 0
+        if source.dtype != np.uint8 or channels not in (1, 3, 4) or 0 in source.shape:
+            raise DequantizerError(f"an array of shape {source.shape} and dtype {source.dtype}: pass HxW, HxWx3 or "
+                                   "HxWx4 uint8 pixels")
+        return Image.fromarray(source[..., 0] if source.ndim == 3 and channels == 1 else source)
+    return read_image(source)

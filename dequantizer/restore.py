@@ -21,7 +21,7 @@ from PIL import Image, ImageOps
 from torch import nn
 
 from dequantizer.errors import DequantizerError
-from dequantizer.images import GREYSCALE_MODES, read_image, save_image_atomic, split_alpha
+from dequantizer.images import GREYSCALE_MODES, save_image_atomic, split_alpha
 from dequantizer.jpeg import earlier_jpeg, estimate_jpeg_quality, jpeg_history
 from dequantizer.models import to_model_range, to_unit_range
 from dequantizer.tiling import blend_window, receptive_radius, tile_overlap, tile_starts
@@ -392,16 +392,3 @@ def save_restored(image: Image.Image, target: str | Path) -> Path:
     if Path(target).suffix.lower() == ".webp":
         options |= {"lossless": True, "exact": True}  # Pillow's WebP is lossy unless told otherwise
     return save_image_atomic(image, target, **options)
-
-
-def open_image(source: str | Path | Image.Image | np.ndarray) -> Image.Image:
-    """A PIL image from a path, a PIL image, or a uint8 array (HxW grey, HxWx3 RGB, HxWx4 RGBA)."""
-    if isinstance(source, Image.Image):
-        return source
-    if isinstance(source, np.ndarray):
-        channels = 1 if source.ndim == 2 else source.shape[-1] if source.ndim == 3 else 0
-        if source.dtype != np.uint8 or channels not in (1, 3, 4) or 0 in source.shape:
-            raise DequantizerError(f"an array of shape {source.shape} and dtype {source.dtype}: pass HxW, HxWx3 or "
-                                   "HxWx4 uint8 pixels")
-        return Image.fromarray(source[..., 0] if source.ndim == 3 and channels == 1 else source)
-    return read_image(source)

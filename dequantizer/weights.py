@@ -137,13 +137,18 @@ def load_generator(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         if "generator" not in metadata:
             raise DequantizerError(f"{path} has no 'generator' architecture in its metadata")
         return build_generator(metadata["generator"], load_generator_state(path)), metadata
-    checkpoint = read_checkpoint(path)
-    hparams = checkpoint.get("hyper_parameters", {})
-    if "generator" not in hparams:
-        raise DequantizerError(f"{path} is not a dequantizer training checkpoint (no generator config)")
-    metadata = {"generator": hparams["generator"], "source": str(path)}
-    return build_generator(hparams["generator"], generator_state_from_checkpoint(checkpoint)), metadata
+    checkpoint, config = read_training_checkpoint(path)
+    metadata = {"generator": config, "source": str(path)}
+    return build_generator(config, generator_state_from_checkpoint(checkpoint)), metadata
 
+
+def read_training_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A training checkpoint and its generator's config, or one line saying it is not one of ours."""
+    checkpoint = read_checkpoint(path)
+    config = checkpoint.get("hyper_parameters", {}).get("generator")
+    if config is None:
+        raise DequantizerError(f"{path} is not a dequantizer training checkpoint (no generator config)")
+    return checkpoint, config
 
 
 # -- the models shipped in the package -------------------------------------------------------------------------------
@@ -211,14 +216,11 @@ def export_checkpoint(
     The tile overlap that its receptive field needs is recorded too (``overlap``), so restoring need not measure it.
     """
     checkpoint_path = Path(checkpoint_path)
-    checkpoint = read_checkpoint(checkpoint_path)
-    hparams = checkpoint.get("hyper_parameters", {})
-    if "generator" not in hparams:
-        raise DequantizerError(f"{checkpoint_path} is not a dequantizer training checkpoint (no generator config)")
+    checkpoint, config = read_training_checkpoint(checkpoint_path)
     best = next((state for key, state in checkpoint.get("callbacks", {}).items() if "val/psnr" in key), {})
     score = best.get("best_model_score")
     metadata = {
-        "generator": hparams["generator"],
+        "generator": config,
         "description": description,
         "command": command,
         "epoch": checkpoint.get("epoch"),
@@ -230,5 +232,5 @@ def export_checkpoint(
     if training_data:
         metadata["training_data"] = training_data
     state = generator_state_from_checkpoint(checkpoint)
-    metadata["overlap"] = tile_overlap(receptive_radius(build_generator(hparams["generator"], state)))
+    metadata["overlap"] = tile_overlap(receptive_radius(build_generator(config, state)))
     return save_generator(state, output, metadata, half=half)

@@ -86,7 +86,8 @@ def check_photos(photos: Path) -> None:
         sys.exit(f"{split_file} is missing: stage the photo packs first (experiments/gpu_stage.sh)")
     split = json.loads(split_file.read_text())
     listed = set(split["train"]) | set(split["val"])
-    present = {path.relative_to(photos).as_posix() for path in photos.rglob("*") if path.suffix in IMAGE_EXTENSIONS}
+    present = {path.relative_to(photos).as_posix() for path in photos.rglob("*")
+               if path.suffix.lower() in IMAGE_EXTENSIONS}
     if missing := listed - present:
         sys.exit(f"{len(missing)} of the {len(listed)} photos in {split_file} are missing (e.g. {sorted(missing)[0]}): "
                  "stage every pack part (experiments/gpu_stage.sh)")

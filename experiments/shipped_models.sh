@@ -27,8 +27,10 @@ python -c "from dequantizer.data import SamplePhotos; SamplePhotos('data/samples
 #    too: --work outputs), and each stage's fp16 export, outputs/<run name>.safetensors, is where the next one starts.
 #    Stages 1-2 on one GPU (they ran on an H200; on a GPU machine, with hydra-core/omegaconf on its PYTHONPATH):
 if python -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
-  python experiments/gpu_train.py --experiment blind/1_gpu --budget 400 --out outputs/gpu-stage1 --work "$PWD/outputs"
-  python experiments/gpu_train.py --experiment blind/2_gpu_second_cycle --budget 235 --out outputs/gpu-stage2 --work "$PWD/outputs"
+  python experiments/gpu_train.py --experiment blind/1_gpu --budget 400 --photos data/photos --out outputs/gpu-stage1 \
+    --work "$PWD/outputs"
+  python experiments/gpu_train.py --experiment blind/2_gpu_second_cycle --budget 235 --photos data/photos \
+    --out outputs/gpu-stage2 --work "$PWD/outputs"
   dequantizer export outputs/blind-2_gpu_second_cycle/checkpoints/best.ckpt outputs/blind-2_gpu_second_cycle.safetensors --half
 fi
 #    Stages 3-6 on the CPU (stage 4 was stopped after epoch 43 of 80: experiments/README.md):
@@ -40,11 +42,12 @@ python train.py experiment=blind/5_psnr_loss logger=csv
 dequantizer export outputs/blind-5_psnr_loss/checkpoints/best.ckpt outputs/blind-5_psnr_loss.safetensors --half
 python train.py experiment=blind/6_high_qualities logger=csv
 dequantizer export outputs/blind-6_high_qualities/checkpoints/best.ckpt outputs/blind-6_high_qualities.safetensors --half
-#    Stage 8 on one GPU (an H200), from stage 6 (shipped as `blind` before it), on the compact photos; then stage 9, the
-#    quality head alone, on the CPU, from stage 8's export.
+#    Stage 8 on one GPU (an H200), from stage 6 (shipped as `blind` before it); it ran on one 168-px crop of each photo
+#    (experiments/README.md), here on the full photos of step 1. Then stage 9, the quality head alone, on the CPU, from
+#    stage 8's export.
 if python -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
   python experiments/gpu_train.py --experiment blind/8_gpu_large_batch --batch-size 64 --budget 400 \
-    --photos gpu_data/photos168 --out outputs/gpu-stage8 --work "$PWD/outputs"
+    --photos data/photos --out outputs/gpu-stage8 --work "$PWD/outputs"
   dequantizer export outputs/blind-8_gpu_large_batch/checkpoints/best.ckpt outputs/blind-8_gpu_large_batch.safetensors --half
 fi
 python train.py experiment=blind/9_quality_head logger=csv

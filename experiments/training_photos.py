@@ -7,7 +7,7 @@ lossless WebP, with the fixed split; and cut them into packs that travel to a GP
 
 ``data/photos/shared/<folder>/<name>.webp`` and ``data/photos/debian/<scene>.webp`` are lossless copies (25% smaller
 than the PNGs; nothing from ../shared is ever committed). Photos that plainly were JPEGs
-(`dequantizer.images.jpeg_history`, on their own block grid or off it, as a crop of a JPEG is) are left out: their
+(`dequantizer.jpeg.jpeg_history`, on their own block grid or off it, as a crop of a JPEG is) are left out: their
 targets would teach the model to keep JPEG artefacts; files in the folder that are no longer photos of it are removed.
 The split is ``experiments/training_split.json`` (committed, so every run, wherever it runs, validates on the same
 photos): 10% of each source folder, seeded, for validation (checkpoint selection only). The folder's split.json is

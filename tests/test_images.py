@@ -12,8 +12,8 @@ from dequantizer import dequantize
 from dequantizer.data import FolderPhotos, JpegDataModule
 from dequantizer.data.flickr import prepare_dataset
 from dequantizer.errors import DequantizerError
-from dequantizer.evaluate import image_paths, load_photos
-from dequantizer.images import load_rgb
+from dequantizer.evaluate import load_photos
+from dequantizer.images import image_paths, load_rgb
 from helpers import BROKEN, noise, odd_images
 
 

@@ -67,3 +67,20 @@ def test_restoring_loads_neither_hydra_nor_lightning():
             "assert not loaded, loaded")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("command, unwanted", [
+    ("quantize", ("torch", "lightning", "hydra", "torchmetrics")),  # a JPEG round trip needs Pillow alone
+    ("dequantize", ("lightning", "hydra", "omegaconf", "torchmetrics")),
+])
+def test_each_command_loads_only_what_it_needs(tmp_path, command, unwanted):
+    code = ("import sys, numpy\n"
+            "from PIL import Image\n"
+            "from dequantizer.cli import main\n"
+            f"Image.fromarray(numpy.zeros((16, 16, 3), 'uint8')).save(r'{tmp_path}/a.jpg', quality=50)\n"
+            f"assert main(['{command}', r'{tmp_path}/a.jpg', '-o', r'{tmp_path}/out', '--quiet' if '{command}' == "
+            "'dequantize' else '-q10']) == 0\n"
+            f"loaded = [name for name in {unwanted!r} if name in sys.modules]\n"
+            "assert not loaded, loaded")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]

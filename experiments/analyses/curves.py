@@ -1,8 +1,8 @@
 """Validation curves of the shipped default model's stages, one after the other, against training images seen.
 
     python experiments/analyses/curves.py experiments/results/blind/curves.png \
-        gpu-stage1:32=experiments/results/gpu/stage1_metrics.csv \
-        gpu-stage2:32=experiments/results/gpu/stage2_metrics.csv \
+        gpu-stage1:32=experiments/results/blind/stage1_metrics.csv \
+        gpu-stage2:32=experiments/results/blind/stage2_metrics.csv \
         cpu-stage3:16=outputs/blind-3_cpu_finetune/runs/<time>/csv/version_0/metrics.csv
 
 Each stage is ``NAME:BATCH_SIZE=PATH`` to a Lightning CSVLogger's metrics.csv. Prints the curve as a table too (the

@@ -20,8 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dequantizer.evaluate import image_paths
-from dequantizer.images import load_rgb
+from dequantizer.images import image_paths, load_rgb
 from dequantizer.jpeg import jpeg_roundtrip_array
 from dequantizer.losses import discriminator_loss
 from dequantizer.models import Discriminator, to_model_range

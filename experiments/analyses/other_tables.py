@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image
 
 from dequantizer.data.torch_jpeg import IJG_CHROMINANCE
-from dequantizer.evaluate import image_paths, load_photos
+from dequantizer.evaluate import load_photos
+from dequantizer.images import image_paths
 from dequantizer.jpeg import IJG_LUMINANCE, estimate_jpeg_quality, ijg_luminance_table
 from dequantizer.metrics import psnr
 from dequantizer.restore import get_restorer, is_grey, quality_from_pixels, restore_image

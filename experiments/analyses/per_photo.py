@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dequantizer.evaluate import image_paths, load_photos
+from dequantizer.evaluate import load_photos
+from dequantizer.images import image_paths
 from dequantizer.jpeg import jpeg_roundtrip
 from dequantizer.metrics import psnr
 from dequantizer.restore import get_restorer, is_grey, quality_from_pixels, restore_image

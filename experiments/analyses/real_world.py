@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from other_tables import other_tables  # experiments/: IJG's tables, each step scaled by a seeded factor
+from other_tables import other_tables  # the sibling script: IJG's tables, each step scaled by a seeded factor
 from PIL import Image
 
-from dequantizer.evaluate import image_paths, load_photos
-from dequantizer.images import read_image
+from dequantizer.evaluate import load_photos
+from dequantizer.images import image_paths, read_image
 from dequantizer.metrics import psnr
 from dequantizer.restore import choose_quality, get_restorer, restore_image
 

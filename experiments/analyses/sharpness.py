@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dequantizer.evaluate import image_paths, load_photos
+from dequantizer.evaluate import load_photos
+from dequantizer.images import image_paths
 from dequantizer.metrics import image_metrics, to_unit_tensor
 from dequantizer.perceptual import FeatureDistance, block_periodic_energy, detail, detailed_crop, save_strip
 from dequantizer.restore import get_restorer, restore_image
