@@ -38,7 +38,7 @@ from torch import nn
 from dequantizer.errors import DequantizerError
 from dequantizer.files import atomic_write
 from dequantizer.models import QualityUNet, to_model_range
-from dequantizer.tiling import receptive_radius, tile_overlap
+from dequantizer.tiling import overlap_for
 from dequantizer.weights import load_generator, resolve_model
 
 EXPORT_FORMAT = 1  # the graph's interface; a change makes cached exports stale (their file names hold it)
@@ -137,7 +137,7 @@ def export_onnx(source: str | Path | None, output: str | Path) -> tuple[Path, tu
     graph = ExportGraph(generator.float().eval())
     metadata = dict(metadata)
     if not metadata.get("overlap"):  # older weights: measured here once, so the ONNX file never needs torch for it
-        metadata["overlap"] = tile_overlap(receptive_radius(generator))
+        metadata["overlap"] = overlap_for(generator)
     metadata |= {"scale": graph.scale, "onnx_format": EXPORT_FORMAT}
     image = to_model_range(torch.from_numpy(check_photos()[0]).permute(2, 0, 1)[None].repeat(2, 1, 1, 1))
     batch, height, width = (torch.export.Dim(name, min=1, max=1 << 15) for name in ("batch", "height", "width"))

@@ -24,7 +24,7 @@ from dequantizer.errors import DequantizerError
 from dequantizer.images import GREYSCALE_MODES, save_image_atomic, split_alpha
 from dequantizer.jpeg import earlier_jpeg, estimate_jpeg_quality, jpeg_history
 from dequantizer.models import to_model_range, to_unit_range
-from dequantizer.tiling import blend_window, receptive_radius, tile_overlap, tile_starts
+from dequantizer.tiling import blend_window, overlap_for, tile_starts
 from dequantizer.weights import load_generator, resolve_model
 
 # The views of a self-ensemble, as (view, its inverse) on NCHW tensors: flips, then transposes (a transposed JPEG's
@@ -97,13 +97,13 @@ class Restorer:
         if self.overlap is None and self.metadata.get("overlap"):
             self.overlap = int(self.metadata["overlap"])
         if self.overlap is not None:
-            self.tile_overlap()  # a tile size too small for a known overlap is refused before any work
+            self.overlap_in_use()  # a tile size too small for a known overlap is refused before any work
 
-    def tile_overlap(self) -> int:
+    def overlap_in_use(self) -> int:
         """The overlap in use: given, recorded in the weights' metadata (exports record it), or measured from the
         receptive field (once, when the first image needs more than one tile)."""
         if self.overlap is None:
-            self.overlap = tile_overlap(receptive_radius(self.generator))
+            self.overlap = overlap_for(self.generator)
         if 2 * self.overlap > self.tile_size:
             raise DequantizerError(f"tile size {self.tile_size} is too small for this model: its tiles overlap by "
                                    f"{self.overlap} px (from its receptive field); use a tile size of at least "
@@ -152,7 +152,7 @@ class Restorer:
             restored = self.restore_tiles(image[None], quality)[0]
             report(1, 1)
             return self._unpad(restored, height, width)
-        overlap = self.tile_overlap()
+        overlap = self.overlap_in_use()
         stride = self.tile_size - overlap
         boxes = [
             (top, left)

@@ -31,6 +31,11 @@ def tile_overlap(radius: int) -> int:
     return max(16, -(-2 * radius // 8) * 8)
 
 
+def overlap_for(generator: nn.Module) -> int:
+    """The tile overlap a generator needs: ``tile_overlap`` of its ``receptive_radius``."""
+    return tile_overlap(receptive_radius(generator))
+
+
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:
     """Tile origins along one axis; with ``length``, ``tile`` and ``stride`` multiples of 8, all are 8-aligned."""
     return sorted(set(range(0, max(length - tile, 0), stride)) | {max(length - tile, 0)})

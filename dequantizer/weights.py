@@ -18,7 +18,7 @@ from torch import nn
 
 from dequantizer.errors import DequantizerError
 from dequantizer.files import atomic_write
-from dequantizer.tiling import receptive_radius, tile_overlap
+from dequantizer.tiling import overlap_for
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -232,5 +232,5 @@ def export_checkpoint(
     if training_data:
         metadata["training_data"] = training_data
     state = generator_state_from_checkpoint(checkpoint)
-    metadata["overlap"] = tile_overlap(receptive_radius(build_generator(config, state)))
+    metadata["overlap"] = overlap_for(build_generator(config, state))
     return save_generator(state, output, metadata, half=half)
